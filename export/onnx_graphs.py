@@ -1,0 +1,62 @@
+"""The SSRL head cut into the two graphs the monitor runs (DESIGN.md):
+
+- spatial: one snippet's crops and patches -> crops with patch relations added; runs once
+  per snippet, so the live engine caches its output.
+- temporal: a window of fused snippets [B, T, C, F] -> crop-averaged scores [B, T].
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from monitor.manifest import SPATIAL_INPUTS, SPATIAL_OUTPUTS, TEMPORAL_INPUTS, TEMPORAL_OUTPUTS
+from training.ssrl import SSRL
+
+OPSET = 17
+
+
+class SpatialHead(nn.Module):
+    def __init__(self, model: SSRL):
+        super().__init__()
+        self.model = model
+
+    def forward(self, crops: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        return self.model.fuse(crops, patches)
+
+
+class TemporalHead(nn.Module):
+    def __init__(self, model: SSRL):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        crops = features.permute(0, 2, 1, 3)  # [B, T, C, F] -> [B, C, T, F]
+        return self.model.crop_scores(self.model.clip_features(crops)).mean(dim=1)
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs, outputs, dynamic_axes) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+        torch.onnx.export(module.eval(), args, str(path), input_names=list(inputs), output_names=list(outputs),
+                          dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
+                          do_constant_folding=True)
+
+
+def export_spatial(model: SSRL, path: Path) -> dict:
+    c, f, p = model.config.crops, model.config.feature_size, sum(model.config.patches)
+    args = (torch.randn(2, c, f), torch.randn(2, p, f))
+    _export(SpatialHead(model), args, path, SPATIAL_INPUTS, SPATIAL_OUTPUTS,
+            {"crops": {0: "snippets"}, "patches": {0: "snippets"}, "fused": {0: "snippets"}})
+    return {"inputs": {"crops": ["snippets", c, f], "patches": ["snippets", p, f]},
+            "outputs": {"fused": ["snippets", c, f]}}
+
+
+def export_temporal(model: SSRL, path: Path) -> dict:
+    c, f = model.config.crops, model.config.feature_size
+    args = (torch.randn(2, 5, c, f),)
+    _export(TemporalHead(model), args, path, TEMPORAL_INPUTS, TEMPORAL_OUTPUTS,
+            {"features": {0: "batch", 1: "time"}, "scores": {0: "batch", 1: "time"}})
+    return {"inputs": {"features": ["batch", "time", c, f]}, "outputs": {"scores": ["batch", "time"]}}

@@ -1,0 +1,138 @@
+"""The model bundle manifest: the contract between `export` (which writes it) and the
+monitor (which reads it). Plain JSON, validated field by field so that a bad bundle is
+refused with the name of the field and the reason."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_SCHEMA = 1
+SNIPPET_LENGTH = 16
+DEFAULT_WINDOW = 32
+DEFAULT_THRESHOLD = 0.5
+
+# Graph input/output names: fixed, so tools written against one bundle work with all.
+SPATIAL_INPUTS = ("crops", "patches")
+SPATIAL_OUTPUTS = ("fused",)
+TEMPORAL_INPUTS = ("features",)
+TEMPORAL_OUTPUTS = ("scores",)
+BACKBONE_INPUTS = ("clips",)
+BACKBONE_OUTPUTS = ("features",)
+
+
+class BundleError(ValueError):
+    """A model bundle that cannot be used; the message names the file or field."""
+
+
+@dataclass
+class GraphSpec:
+    file: str
+    inputs: dict[str, list]   # name -> shape (ints for fixed dims, strings for symbolic ones)
+    outputs: dict[str, list]
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "inputs": self.inputs, "outputs": self.outputs}
+
+
+@dataclass
+class Manifest:
+    stage: int
+    grids: list[int]
+    crops: int
+    feature_size: int
+    graphs: dict[str, GraphSpec]
+    snippet_length: int = SNIPPET_LENGTH
+    window: int = DEFAULT_WINDOW
+    threshold: float = DEFAULT_THRESHOLD
+    preprocessing: dict = field(default_factory=dict)
+    producer: str = ""
+    created: str = ""
+    source: dict = field(default_factory=dict)
+    schema: int = MANIFEST_SCHEMA
+
+    @property
+    def patches(self) -> list[int]:
+        return [(g // 10) * (g % 10) for g in self.grids]
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": self.schema,
+            "producer": self.producer,
+            "created": self.created,
+            "stage": self.stage,
+            "grids": self.grids,
+            "patches": self.patches,
+            "crops": self.crops,
+            "feature_size": self.feature_size,
+            "snippet_length": self.snippet_length,
+            "window": self.window,
+            "threshold": self.threshold,
+            "preprocessing": self.preprocessing,
+            "graphs": {name: g.to_dict() for name, g in self.graphs.items()},
+            "source": self.source,
+        }
+
+    def write(self, directory: str | Path) -> Path:
+        path = Path(directory) / MANIFEST_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, directory: str | Path) -> "Manifest":
+        path = Path(directory) / MANIFEST_NAME
+        if not path.is_file():
+            raise BundleError(f"{path}: missing; a model bundle is a directory with {MANIFEST_NAME} and ONNX graphs")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = MANIFEST_NAME) -> "Manifest":
+        def need(key, kind, check=None, why=""):
+            if key not in data:
+                raise BundleError(f"{source}: field '{key}' is missing")
+            value = data[key]
+            if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+                raise BundleError(f"{source}: field '{key}' must be {getattr(kind, '__name__', kind)}, got {value!r}")
+            if check is not None and not check(value):
+                raise BundleError(f"{source}: field '{key}' = {value!r}: {why}")
+            return value
+
+        schema = need("schema", int, lambda v: v <= MANIFEST_SCHEMA,
+                      f"this monitor reads manifest schema up to {MANIFEST_SCHEMA}")
+        stage = need("stage", int, lambda v: 1 <= v <= 4, "stage must be 1-4")
+        grids = need("grids", list, lambda v: all(isinstance(g, int) and 11 <= g <= 99 and g % 10 for g in v),
+                     "grids are two-digit rows·columns numbers such as 23")
+        if len(grids) != stage - 1:
+            raise BundleError(f"{source}: field 'grids' = {grids}: stage {stage} has {stage - 1} grids")
+        if "patches" in data and data["patches"] != [(g // 10) * (g % 10) for g in grids]:
+            raise BundleError(f"{source}: field 'patches' = {data['patches']} disagrees with grids {grids}")
+        crops = need("crops", int, lambda v: v >= 1, "must be at least 1")
+        feature_size = need("feature_size", int, lambda v: v >= 8 and v % 8 == 0, "must be a positive multiple of 8")
+        snippet_length = need("snippet_length", int, lambda v: v >= 1, "must be at least 1")
+        window = need("window", int, lambda v: v >= 1, "must be at least 1")
+        threshold = need("threshold", (int, float), lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]")
+        raw_graphs = need("graphs", dict)
+        graphs = {}
+        for name, spec in raw_graphs.items():
+            where = f"graphs.{name}"
+            if not isinstance(spec, dict) or not isinstance(spec.get("file"), str):
+                raise BundleError(f"{source}: field '{where}.file' is missing")
+            for part in ("inputs", "outputs"):
+                if not isinstance(spec.get(part), dict):
+                    raise BundleError(f"{source}: field '{where}.{part}' must map names to shapes")
+            graphs[name] = GraphSpec(spec["file"], spec["inputs"], spec["outputs"])
+        if "temporal" not in graphs:
+            raise BundleError(f"{source}: field 'graphs.temporal' is missing")
+        if stage > 1 and "spatial" not in graphs:
+            raise BundleError(f"{source}: field 'graphs.spatial' is missing (stage {stage} has patch grids)")
+        if stage == 1 and "spatial" in graphs:
+            raise BundleError(f"{source}: field 'graphs.spatial' present but stage 1 has no patch grids")
+        return cls(stage=stage, grids=grids, crops=crops, feature_size=feature_size, graphs=graphs,
+                   snippet_length=snippet_length, window=window, threshold=float(threshold),
+                   preprocessing=data.get("preprocessing", {}) or {}, producer=data.get("producer", ""),
+                   created=data.get("created", ""), source=data.get("source", {}) or {}, schema=schema)
