@@ -23,6 +23,18 @@ def patch_companion(main: Path, grid: int) -> Path:
     return main.with_name(f"{stem}_patch{grid}_i3d.npy")
 
 
+def align_snippets(patches: np.ndarray, t: int) -> np.ndarray:
+    """Patch files can hold a snippet more or less than their main file (the released
+    ShanghaiTech features do); the published loader repeats the last patch row or cuts the
+    extra ones, and so do we, so that scores match the published evaluation."""
+    if patches.shape[0] > t:
+        return patches[:t]
+    if patches.shape[0] < t:
+        pad = np.repeat(patches[-1:], t - patches.shape[0], axis=0)
+        return np.concatenate([patches, pad], axis=0)
+    return patches
+
+
 def _load(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FeatureFileError(f"{path}: no such feature file")
@@ -52,9 +64,9 @@ def load_video_features(path: str | Path, manifest: Manifest) -> tuple[np.ndarra
                 raise FeatureFileError(f"{comp}: missing patch companion of {path.name}; "
                                        f"expected shape [{data.shape[0]}, {p}, {f}] for grid {g}")
             arr = _load(comp)
-            if arr.shape != (data.shape[0], p, f):
+            if arr.ndim != 3 or arr.shape[1:] != (p, f) or arr.shape[0] < 1:
                 raise FeatureFileError(f"{comp}: expected shape [{data.shape[0]}, {p}, {f}], found {list(arr.shape)}")
-            parts.append(arr)
+            parts.append(align_snippets(arr, data.shape[0]))
         patches = np.concatenate(parts, axis=1) if parts else None
     elif list(grids) == list(PUBLISHED_GRIDS[: len(grids)]) and rows == c + 49:
         # Packed with all published grids (23, 35, 47); an earlier stage uses a prefix.
