@@ -1,0 +1,276 @@
+"""The one preprocessing path: 16 decoded frames -> the crop clips and patch clips the I3D
+backbone takes. Used live (monitor) and by offline feature extraction (training.extract), so
+training features and live features cannot drift apart. numpy, OpenCV and Pillow only.
+
+What it computes (SPEC.md §1, the published I3D-ResNet50 feature pipeline):
+- frames arrive as OpenCV decodes them (BGR uint8, [16, H, W, 3]) and are turned into RGB;
+- each frame is resized to `frame_size` (width, height; default 340 x 256, aspect ratio
+  ignored) and scaled with x * 2 / 255 - 1 into [-1, 1];
+- ten crops of `crop_size` (top-left, top-right, centre, bottom-left, bottom-right, then the
+  same five positions on the horizontally flipped frames), or the centre crop alone;
+- patch grids (SSRL): grid 23 = 2 rows x 3 columns, patches row-major, each resized to
+  `patch_size` x `patch_size`.
+
+Resize modes:
+- "reference": Pillow's LANCZOS filter on 8-bit RGB images, as the published pipeline did
+  (it opened extracted frames with Pillow and called resize((340, 256), ANTIALIAS), and
+  ANTIALIAS is LANCZOS). Closest to the released features; slow.
+- "fast": OpenCV (area averaging when shrinking, bilinear when enlarging); for live use.
+
+Patch geometry decision. The published SSRL code does not include its patch extraction.
+We split the *resized* frame (frame_size, after the RGB conversion, before scaling) into the
+grid and resize every patch to patch_size. Reasons: the published pipeline resizes every
+frame to 340 x 256 before anything else, so the resized frame is the "frame" the paper's
+patches are cut from; it makes patch content independent of the camera's resolution (a
+1080p camera and a 240p one give patches covering the same share of the scene at the same
+detail as the crops); and it keeps one resize step shared by crops and patches. Grid edges
+are floor(i * size / n), so patches tile the frame without overlap or gap even when the
+size does not divide evenly (340 / 3, 256 / 5). This is recorded in the manifest as
+"patch_source": "resized_frame".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from PIL import Image
+
+RESIZE_MODES = ("fast", "reference")
+PATCH_SOURCE = "resized_frame"
+COLOR = "RGB"
+SCALE = (-1.0, 1.0)
+CROP_ORDER = ("top_left", "top_right", "centre", "bottom_left", "bottom_right")
+
+# x * 2 / 255 - 1 computed in float64 (as the published pipeline did) and stored as float32:
+# a table lookup gives exactly those values without a float64 pass over the frames.
+_SCALE_TABLE = (np.arange(256, dtype=np.float64) * 2 / 255 - 1).astype(np.float32)
+
+
+class GeometryError(ValueError):
+    """A preprocessing geometry that cannot work; the message names the field."""
+
+
+def snippet_count(n_frames: int, length: int = 16) -> int:
+    """Snippets of `length` consecutive frames without overlap (SPEC §1): (N - 16) // 16 + 1,
+    and none for a video shorter than one snippet."""
+    if n_frames < length:
+        return 0
+    return (n_frames - length) // length + 1
+
+
+def grid_shape(grid: int) -> tuple[int, int]:
+    """A grid named by two digits, rows then columns: 23 -> (2, 3)."""
+    return grid // 10, grid % 10
+
+
+def grid_edges(size: int, parts: int) -> np.ndarray:
+    """Edges of `parts` non-overlapping intervals tiling [0, size): floor(i * size / parts)."""
+    return (np.arange(parts + 1) * size) // parts
+
+
+@dataclass(frozen=True)
+class Geometry:
+    frame_size: tuple[int, int] = (340, 256)  # width, height
+    crop_size: int = 224
+    crops: int = 10
+    grids: tuple[int, ...] = (23, 35, 47)
+    patch_size: int = 224
+    resize: str = "fast"
+    snippet_length: int = 16
+
+    def __post_init__(self):
+        object.__setattr__(self, "frame_size", tuple(int(v) for v in self.frame_size))
+        object.__setattr__(self, "grids", tuple(int(g) for g in self.grids))
+        self.validate()
+
+    def validate(self) -> None:
+        w, h = self.frame_size if len(self.frame_size) == 2 else (0, 0)
+        if len(self.frame_size) != 2 or w < 1 or h < 1:
+            raise GeometryError(f"preprocessing field 'frame_size' = {list(self.frame_size)}: give [width, height], both positive")
+        if not 1 <= self.crop_size <= min(w, h):
+            raise GeometryError(f"preprocessing field 'crop_size' = {self.crop_size}: must lie in 1..{min(w, h)} "
+                                f"to fit the {w}x{h} frame")
+        if self.crops not in (1, 10):
+            raise GeometryError(f"preprocessing field 'crops' = {self.crops}: must be 10 (ten-crop) or 1 (centre crop)")
+        for g in self.grids:
+            r, c = grid_shape(g)
+            if not (10 <= g <= 99 and r >= 1 and c >= 1):
+                raise GeometryError(f"preprocessing field 'grids' = {list(self.grids)}: {g} is not a rows·columns "
+                                    f"grid such as 23")
+            if r > h or c > w:
+                raise GeometryError(f"preprocessing field 'grids' = {list(self.grids)}: grid {g} has more cells than "
+                                    f"the {w}x{h} frame has pixels")
+        if self.patch_size < 1:
+            raise GeometryError(f"preprocessing field 'patch_size' = {self.patch_size}: must be positive")
+        if self.resize not in RESIZE_MODES:
+            raise GeometryError(f"preprocessing field 'resize' = {self.resize!r}: must be one of {', '.join(RESIZE_MODES)}")
+        if self.snippet_length < 1:
+            raise GeometryError(f"preprocessing field 'snippet_length' = {self.snippet_length}: must be at least 1")
+
+    @property
+    def patches(self) -> list[int]:
+        return [r * c for r, c in map(grid_shape, self.grids)]
+
+    def crop_boxes(self) -> list[tuple[int, int]]:
+        """(top, left) of the five crop positions in CROP_ORDER on the resized frame."""
+        w, h = self.frame_size
+        s = self.crop_size
+        return [(0, 0), (0, w - s), ((h - s) // 2, (w - s) // 2), (h - s, 0), (h - s, w - s)]
+
+    def patch_boxes(self, grid: int) -> list[tuple[int, int, int, int]]:
+        """(top, bottom, left, right) of each patch of `grid` on the resized frame, row-major."""
+        w, h = self.frame_size
+        r, c = grid_shape(grid)
+        rows, cols = grid_edges(h, r), grid_edges(w, c)
+        return [(int(rows[i]), int(rows[i + 1]), int(cols[j]), int(cols[j + 1])) for i in range(r) for j in range(c)]
+
+    def to_dict(self) -> dict:
+        """The manifest's "preprocessing" field."""
+        return {
+            "frame_size": list(self.frame_size),
+            "crop_size": self.crop_size,
+            "crops": self.crops,
+            "crop_order": list(CROP_ORDER) + ["flipped_" + name for name in CROP_ORDER] if self.crops == 10 else ["centre"],
+            "grids": list(self.grids),
+            "patch_size": self.patch_size,
+            "patch_source": PATCH_SOURCE,
+            "resize": self.resize,
+            "snippet_length": self.snippet_length,
+            "color": COLOR,
+            "scale": list(SCALE),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, **overrides) -> "Geometry":
+        if not isinstance(d, dict):
+            raise GeometryError(f"preprocessing must be an object, got {d!r}")
+        if d.get("color", COLOR) != COLOR:
+            raise GeometryError(f"preprocessing field 'color' = {d['color']!r}: this monitor feeds {COLOR} frames")
+        if list(d.get("scale", SCALE)) != list(SCALE):
+            raise GeometryError(f"preprocessing field 'scale' = {d['scale']!r}: this monitor scales to {list(SCALE)}")
+        if d.get("patch_source", PATCH_SOURCE) != PATCH_SOURCE:
+            raise GeometryError(f"preprocessing field 'patch_source' = {d['patch_source']!r}: this monitor cuts "
+                                f"patches from the {PATCH_SOURCE}")
+        kwargs = {}
+        for name, kind in (("frame_size", list), ("crop_size", int), ("crops", int), ("grids", list),
+                           ("patch_size", int), ("resize", str), ("snippet_length", int)):
+            if name not in d:
+                continue
+            value = d[name]
+            ok = isinstance(value, (list, tuple)) if kind is list else isinstance(value, kind) and not isinstance(value, bool)
+            if ok and kind is list:
+                ok = all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            if not ok:
+                raise GeometryError(f"preprocessing field '{name}' = {value!r}: must be "
+                                    f"{'a list of integers' if kind is list else kind.__name__}")
+            kwargs[name] = tuple(value) if kind is list else value
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_manifest(cls, manifest, **overrides) -> "Geometry":
+        """The geometry a bundle was exported for: its "preprocessing" field, with the crops,
+        grids and snippet length the manifest itself states."""
+        fields = {"crops": manifest.crops, "grids": tuple(manifest.grids),
+                  "snippet_length": manifest.snippet_length}
+        fields.update(overrides)
+        return cls.from_dict(manifest.preprocessing or {}, **fields)
+
+
+def scale(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 -> float32 in [-1, 1] with x * 2 / 255 - 1."""
+    return np.take(_SCALE_TABLE, pixels, out=out, mode="clip")  # uint8 indices are always in range
+
+
+def _shrinks(src_hw: tuple[int, int], dst_wh: tuple[int, int]) -> bool:
+    return dst_wh[0] <= src_hw[1] and dst_wh[1] <= src_hw[0]
+
+
+def _resize_fast(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[T, h, w, 3] uint8 (any strides) -> [T, size[1], size[0], 3] with OpenCV."""
+    t, h, w, ch = frames.shape
+    if (w, h) == tuple(size):
+        return np.ascontiguousarray(frames)
+    if _shrinks((h, w), size):
+        # Area averaging anti-aliases like LANCZOS does; OpenCV allows it on <= 4 channels only.
+        out = np.empty((t, size[1], size[0], ch), np.uint8)
+        for i in range(t):
+            cv2.resize(np.ascontiguousarray(frames[i]), size, dst=out[i], interpolation=cv2.INTER_AREA)
+        return out
+    # Enlarging: one bilinear call over all frames stacked along the channel axis.
+    stacked = np.ascontiguousarray(frames.transpose(1, 2, 0, 3)).reshape(h, w, t * ch)
+    big = cv2.resize(stacked, size, interpolation=cv2.INTER_LINEAR)
+    return big.reshape(size[1], size[0], t, ch).transpose(2, 0, 1, 3)
+
+
+def _resize_reference(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[T, h, w, 3] uint8 RGB -> [T, size[1], size[0], 3] with Pillow LANCZOS, frame by frame."""
+    t, h, w, ch = frames.shape
+    if (w, h) == tuple(size):
+        return np.ascontiguousarray(frames)
+    out = np.empty((t, size[1], size[0], ch), np.uint8)
+    for i in range(t):
+        out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(frames[i])).resize(size, Image.Resampling.LANCZOS))
+    return out
+
+
+class Preprocessor:
+    """Turns one snippet of frames into the backbone's crop and patch clips for a Geometry."""
+
+    def __init__(self, geometry: Geometry | None = None):
+        self.geometry = geometry or Geometry()
+        self._resize = _resize_reference if self.geometry.resize == "reference" else _resize_fast
+
+    def _check(self, frames: np.ndarray) -> np.ndarray:
+        frames = np.asarray(frames)
+        n = self.geometry.snippet_length
+        if frames.ndim != 4 or frames.shape[0] != n or frames.shape[3] != 3:
+            raise ValueError(f"frames: expected [{n}, H, W, 3] BGR frames, got shape {list(frames.shape)}")
+        if frames.dtype != np.uint8:
+            raise ValueError(f"frames: expected uint8 pixels as OpenCV decodes them, got {frames.dtype}")
+        return frames
+
+    def resized(self, frames: np.ndarray) -> np.ndarray:
+        """BGR uint8 [16, H, W, 3] -> RGB uint8 [16, height, width, 3] at frame_size."""
+        rgb = self._check(frames)[..., ::-1]
+        return np.ascontiguousarray(self._resize(rgb, self.geometry.frame_size))
+
+    def crops_from_resized(self, rgb: np.ndarray) -> np.ndarray:
+        g = self.geometry
+        s = g.crop_size
+        boxes = g.crop_boxes()
+        if g.crops == 1:
+            boxes, views = boxes[2:3], [rgb]
+        else:
+            views = [rgb, rgb[:, :, ::-1]]  # the same five positions on the mirrored frames
+        stack = np.stack([v[:, y:y + s, x:x + s] for v in views for y, x in boxes])  # [C, T, s, s, 3]
+        return scale(stack.transpose(0, 4, 1, 2, 3))  # -> [C, 3, T, s, s] float32
+
+    def patches_from_resized(self, rgb: np.ndarray) -> np.ndarray | None:
+        g = self.geometry
+        if not g.grids:
+            return None
+        t, p = rgb.shape[0], g.patch_size
+        out = np.empty((sum(g.patches), 3, t, p, p), np.float32)
+        k = 0
+        for grid in g.grids:
+            for top, bottom, left, right in g.patch_boxes(grid):
+                patch = self._resize(rgb[:, top:bottom, left:right], (p, p))  # [T, p, p, 3]
+                scale(patch.transpose(3, 0, 1, 2), out=out[k])
+                k += 1
+        return out
+
+    def crops(self, frames: np.ndarray) -> np.ndarray:
+        """[16, H, W, 3] BGR uint8 -> [crops, 3, 16, crop, crop] float32."""
+        return self.crops_from_resized(self.resized(frames))
+
+    def patches(self, frames: np.ndarray) -> np.ndarray | None:
+        """[16, H, W, 3] BGR uint8 -> [ΣP, 3, 16, patch, patch] float32 (grids in order, each
+        row-major); None when the geometry has no grids."""
+        return self.patches_from_resized(self.resized(frames))
+
+    def snippet(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Both at once, resizing the frames once: (crops, patches or None)."""
+        rgb = self.resized(frames)
+        return self.crops_from_resized(rgb), self.patches_from_resized(rgb)
