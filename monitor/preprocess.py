@@ -43,7 +43,8 @@ SCALE = (-1.0, 1.0)
 CROP_ORDER = ("top_left", "top_right", "centre", "bottom_left", "bottom_right")
 
 # x * 2 / 255 - 1 computed in float64 (as the published pipeline did) and stored as float32:
-# a table lookup gives exactly those values without a float64 pass over the frames.
+# a table lookup (cv2.LUT, whose output takes the table's type) gives exactly those values
+# without a float64 pass over the frames, about ten times faster than numpy arithmetic.
 _SCALE_TABLE = (np.arange(256, dtype=np.float64) * 2 / 255 - 1).astype(np.float32)
 
 
@@ -179,39 +180,39 @@ class Geometry:
 
 
 def scale(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 -> float32 in [-1, 1] with x * 2 / 255 - 1."""
-    return np.take(_SCALE_TABLE, pixels, out=out, mode="clip")  # uint8 indices are always in range
+    """uint8 (any strides) -> contiguous float32 in [-1, 1] with x * 2 / 255 - 1; into `out`
+    (C-contiguous, same shape) when given."""
+    pixels = np.ascontiguousarray(pixels)
+    if out is None:
+        out = np.empty(pixels.shape, np.float32)
+    width = pixels.shape[-1] if pixels.ndim > 1 else 1
+    cv2.LUT(pixels.reshape(-1, width), _SCALE_TABLE, dst=out.reshape(-1, width))
+    return out
 
 
-def _shrinks(src_hw: tuple[int, int], dst_wh: tuple[int, int]) -> bool:
-    return dst_wh[0] <= src_hw[1] and dst_wh[1] <= src_hw[0]
+def _resize_plane_fast(src: np.ndarray, size: tuple[int, int], dst: np.ndarray) -> None:
+    # Area averaging when shrinking anti-aliases as LANCZOS does; bilinear when enlarging.
+    shrinking = size[0] <= src.shape[1] and size[1] <= src.shape[0]
+    cv2.resize(src, size, dst=dst, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def _resize_fast(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """[T, h, w, 3] uint8 (any strides) -> [T, size[1], size[0], 3] with OpenCV."""
-    t, h, w, ch = frames.shape
-    if (w, h) == tuple(size):
-        return np.ascontiguousarray(frames)
-    if _shrinks((h, w), size):
-        # Area averaging anti-aliases like LANCZOS does; OpenCV allows it on <= 4 channels only.
-        out = np.empty((t, size[1], size[0], ch), np.uint8)
-        for i in range(t):
-            cv2.resize(np.ascontiguousarray(frames[i]), size, dst=out[i], interpolation=cv2.INTER_AREA)
-        return out
-    # Enlarging: one bilinear call over all frames stacked along the channel axis.
-    stacked = np.ascontiguousarray(frames.transpose(1, 2, 0, 3)).reshape(h, w, t * ch)
-    big = cv2.resize(stacked, size, interpolation=cv2.INTER_LINEAR)
-    return big.reshape(size[1], size[0], t, ch).transpose(2, 0, 1, 3)
+def _resize_plane_reference(src: np.ndarray, size: tuple[int, int], dst: np.ndarray) -> None:
+    # Pillow resizes the bands of an RGB image independently with the same 8-bit filter, so
+    # one band at a time gives exactly Image.resize on the RGB frame (checked in the tests).
+    dst[...] = np.asarray(Image.fromarray(np.ascontiguousarray(src)).resize(size, Image.Resampling.LANCZOS))
 
 
-def _resize_reference(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """[T, h, w, 3] uint8 RGB -> [T, size[1], size[0], 3] with Pillow LANCZOS, frame by frame."""
-    t, h, w, ch = frames.shape
-    if (w, h) == tuple(size):
-        return np.ascontiguousarray(frames)
-    out = np.empty((t, size[1], size[0], ch), np.uint8)
-    for i in range(t):
-        out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(frames[i])).resize(size, Image.Resampling.LANCZOS))
+def resize_planes(planes: np.ndarray, size: tuple[int, int], mode: str = "fast") -> np.ndarray:
+    """[..., h, w] uint8 planes (any strides) -> [..., size[1], size[0]] uint8, plane by plane.
+    Planes (channel-first) rather than OpenCV's interleaved pixels: single-channel resizing is
+    OpenCV's fastest path, and the clips the backbone takes are channel-first anyway."""
+    w, h = size
+    if planes.shape[-2:] == (h, w):
+        return np.ascontiguousarray(planes)
+    resize_plane = _resize_plane_reference if mode == "reference" else _resize_plane_fast
+    out = np.empty(planes.shape[:-2] + (h, w), np.uint8)
+    for index in np.ndindex(planes.shape[:-2]):  # a loop over planes; the pixels stay in C
+        resize_plane(planes[index], size, out[index])
     return out
 
 
@@ -220,7 +221,6 @@ class Preprocessor:
 
     def __init__(self, geometry: Geometry | None = None):
         self.geometry = geometry or Geometry()
-        self._resize = _resize_reference if self.geometry.resize == "reference" else _resize_fast
 
     def _check(self, frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames)
@@ -231,46 +231,52 @@ class Preprocessor:
             raise ValueError(f"frames: expected uint8 pixels as OpenCV decodes them, got {frames.dtype}")
         return frames
 
+    def planes(self, frames: np.ndarray) -> np.ndarray:
+        """BGR uint8 [16, H, W, 3] -> RGB uint8 planes [3, 16, height, width] at frame_size."""
+        rgb_planes = self._check(frames).transpose(3, 0, 1, 2)[::-1]  # channel-first; BGR -> RGB
+        return resize_planes(rgb_planes, self.geometry.frame_size, self.geometry.resize)
+
     def resized(self, frames: np.ndarray) -> np.ndarray:
         """BGR uint8 [16, H, W, 3] -> RGB uint8 [16, height, width, 3] at frame_size."""
-        rgb = self._check(frames)[..., ::-1]
-        return np.ascontiguousarray(self._resize(rgb, self.geometry.frame_size))
+        return np.ascontiguousarray(self.planes(frames).transpose(1, 2, 3, 0))
 
-    def crops_from_resized(self, rgb: np.ndarray) -> np.ndarray:
+    def crops_from_planes(self, planes: np.ndarray) -> np.ndarray:
+        """[3, T, height, width] uint8 -> [crops, 3, T, crop, crop] float32 in SPEC §1 order."""
         g = self.geometry
         s = g.crop_size
         boxes = g.crop_boxes()
         if g.crops == 1:
-            boxes, views = boxes[2:3], [rgb]
+            boxes, views = boxes[2:3], [planes]
         else:
-            views = [rgb, rgb[:, :, ::-1]]  # the same five positions on the mirrored frames
-        stack = np.stack([v[:, y:y + s, x:x + s] for v in views for y, x in boxes])  # [C, T, s, s, 3]
-        return scale(stack.transpose(0, 4, 1, 2, 3))  # -> [C, 3, T, s, s] float32
+            views = [planes, planes[..., ::-1]]  # the same five positions on the mirrored frames
+        out = np.empty((len(views) * len(boxes),) + planes.shape[:2] + (s, s), np.float32)
+        for k, (view, (y, x)) in enumerate((v, b) for v in views for b in boxes):
+            scale(view[:, :, y:y + s, x:x + s], out=out[k])
+        return out
 
-    def patches_from_resized(self, rgb: np.ndarray) -> np.ndarray | None:
+    def patches_from_planes(self, planes: np.ndarray) -> np.ndarray | None:
+        """[3, T, height, width] uint8 -> [ΣP, 3, T, patch, patch] float32, grids in order,
+        each row-major; None when the geometry has no grids."""
         g = self.geometry
         if not g.grids:
             return None
-        t, p = rgb.shape[0], g.patch_size
-        out = np.empty((sum(g.patches), 3, t, p, p), np.float32)
-        k = 0
-        for grid in g.grids:
-            for top, bottom, left, right in g.patch_boxes(grid):
-                patch = self._resize(rgb[:, top:bottom, left:right], (p, p))  # [T, p, p, 3]
-                scale(patch.transpose(3, 0, 1, 2), out=out[k])
-                k += 1
+        p = g.patch_size
+        out = np.empty((sum(g.patches),) + planes.shape[:2] + (p, p), np.float32)
+        boxes = [box for grid in g.grids for box in g.patch_boxes(grid)]
+        for k, (top, bottom, left, right) in enumerate(boxes):
+            scale(resize_planes(planes[:, :, top:bottom, left:right], (p, p), g.resize), out=out[k])
         return out
 
     def crops(self, frames: np.ndarray) -> np.ndarray:
         """[16, H, W, 3] BGR uint8 -> [crops, 3, 16, crop, crop] float32."""
-        return self.crops_from_resized(self.resized(frames))
+        return self.crops_from_planes(self.planes(frames))
 
     def patches(self, frames: np.ndarray) -> np.ndarray | None:
         """[16, H, W, 3] BGR uint8 -> [ΣP, 3, 16, patch, patch] float32 (grids in order, each
         row-major); None when the geometry has no grids."""
-        return self.patches_from_resized(self.resized(frames))
+        return self.patches_from_planes(self.planes(frames))
 
     def snippet(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Both at once, resizing the frames once: (crops, patches or None)."""
-        rgb = self.resized(frames)
-        return self.crops_from_resized(rgb), self.patches_from_resized(rgb)
+        planes = self.planes(frames)
+        return self.crops_from_planes(planes), self.patches_from_planes(planes)
