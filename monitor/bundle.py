@@ -57,7 +57,11 @@ class Bundle:
     def _validate_fields(self, source: str) -> None:
         m = self.manifest
         c, f, p = m.crops, m.feature_size, sum(m.patches)
-        expect = {"temporal": {"features": [None, None, c, f]}}
+        expect = {"temporal": {"features": [None, None, c, f]}} if m.stage >= 1 else {}
+        if "backbone" in m.graphs:
+            if m.graphs["backbone"].outputs.get("features", [None, f])[1:] != [f]:
+                raise BundleError(f"{source}: field 'feature_size' says {f} but 'graphs.backbone.outputs.features' is "
+                                  f"{m.graphs['backbone'].outputs.get('features')}")
         if m.stage > 1:
             expect["spatial"] = {"crops": [None, c, f], "patches": [None, p, f]}
         for name, inputs in expect.items():
@@ -77,8 +81,8 @@ class Bundle:
 
     @property
     def providers(self) -> list[str]:
-        """Execution providers in use (of the temporal graph, which every bundle has)."""
-        return self.sessions["temporal"].get_providers()
+        """Execution providers in use (of the temporal graph, or the backbone of a backbone-only bundle)."""
+        return self.sessions["temporal" if "temporal" in self.sessions else "backbone"].get_providers()
 
     @property
     def has_backbone(self) -> bool:

@@ -104,11 +104,12 @@ class Manifest:
 
         schema = need("schema", int, lambda v: v <= MANIFEST_SCHEMA,
                       f"this monitor reads manifest schema up to {MANIFEST_SCHEMA}")
-        stage = need("stage", int, lambda v: 1 <= v <= 4, "stage must be 1-4")
+        # Stage 0: a backbone-only bundle (feature extraction, no SSRL head).
+        stage = need("stage", int, lambda v: 0 <= v <= 4, "stage must be 1-4, or 0 for a backbone-only bundle")
         grids = need("grids", list, lambda v: all(isinstance(g, int) and 11 <= g <= 99 and g % 10 for g in v),
                      "grids are two-digit rows·columns numbers such as 23")
-        if len(grids) != stage - 1:
-            raise BundleError(f"{source}: field 'grids' = {grids}: stage {stage} has {stage - 1} grids")
+        if len(grids) != max(stage - 1, 0):
+            raise BundleError(f"{source}: field 'grids' = {grids}: stage {stage} has {max(stage - 1, 0)} grids")
         if "patches" in data and data["patches"] != [(g // 10) * (g % 10) for g in grids]:
             raise BundleError(f"{source}: field 'patches' = {data['patches']} disagrees with grids {grids}")
         crops = need("crops", int, lambda v: v >= 1, "must be at least 1")
@@ -126,7 +127,13 @@ class Manifest:
                 if not isinstance(spec.get(part), dict):
                     raise BundleError(f"{source}: field '{where}.{part}' must map names to shapes")
             graphs[name] = GraphSpec(spec["file"], spec["inputs"], spec["outputs"])
-        if "temporal" not in graphs:
+        if stage == 0:
+            if "backbone" not in graphs:
+                raise BundleError(f"{source}: field 'graphs.backbone' is missing (stage 0 is a backbone-only bundle)")
+            head = sorted(set(graphs) & {"spatial", "temporal"})
+            if head:
+                raise BundleError(f"{source}: field 'graphs.{head[0]}' present but stage 0 is a backbone-only bundle")
+        elif "temporal" not in graphs:
             raise BundleError(f"{source}: field 'graphs.temporal' is missing")
         if stage > 1 and "spatial" not in graphs:
             raise BundleError(f"{source}: field 'graphs.spatial' is missing (stage {stage} has patch grids)")

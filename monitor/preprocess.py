@@ -172,9 +172,11 @@ class Geometry:
     @classmethod
     def from_manifest(cls, manifest, **overrides) -> "Geometry":
         """The geometry a bundle was exported for: its "preprocessing" field, with the crops,
-        grids and snippet length the manifest itself states."""
-        fields = {"crops": manifest.crops, "grids": tuple(manifest.grids),
-                  "snippet_length": manifest.snippet_length}
+        grids and snippet length the manifest itself states (a backbone-only bundle, stage 0,
+        has no head and so no grids of its own: its preprocessing field's grids stand)."""
+        fields = {"crops": manifest.crops, "snippet_length": manifest.snippet_length}
+        if manifest.stage != 0:
+            fields["grids"] = tuple(manifest.grids)
         fields.update(overrides)
         return cls.from_dict(manifest.preprocessing or {}, **fields)
 
