@@ -1,0 +1,130 @@
+"""The per-camera alert policy: a threshold with hysteresis (on and off levels), a minimum
+duration, a cooldown and optional smoothing. An alert is a `start` event and an `end` event
+with the peak score and the snippet, frame and time range (docs/MESSAGES.md)."""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from monitor.config import AlertSettings
+from monitor.publisher import iso
+
+log = logging.getLogger("monitor.alerts")
+
+
+@dataclass
+class SnippetInfo:
+    index: int
+    first_frame: int
+    last_frame: int
+    first_ts: float
+    last_ts: float
+
+
+class AlertPolicy:
+    def __init__(self, camera: str, settings: AlertSettings, model: dict, snapshot_dir: str | Path | None = None):
+        if settings.on is None or settings.off is None:
+            raise ValueError("AlertPolicy needs resolved on and off levels (AlertSettings.resolved)")
+        self.camera = camera
+        self.settings = settings
+        self.model = model
+        self.snapshot_dir = Path(snapshot_dir) if snapshot_dir else None
+        self.count = 0
+        self.in_alert = False
+        self.score = None
+        self._recent = deque(maxlen=settings.smoothing)
+        self._run: deque = deque(maxlen=settings.min_snippets)  # consecutive snippets at or above `on`
+        self._first: SnippetInfo | None = None
+        self._last: SnippetInfo | None = None
+        self._peak = 0.0
+        self._alert_id = ""
+        self._snapshot: str | None = None
+        self._ended_ts: float | None = None
+
+    @property
+    def on(self) -> float:
+        return float(self.settings.on)
+
+    @property
+    def off(self) -> float:
+        return float(self.settings.off)
+
+    def update(self, info: SnippetInfo, raw: float, keyframe: np.ndarray | None = None) -> tuple[float, list[dict]]:
+        """Feed the score of the next reported snippet -> (score after smoothing, events)."""
+        self._recent.append(float(raw))
+        score = float(np.mean(self._recent))
+        self.score = score
+        events = []
+        if self.in_alert:
+            if score < self.off:
+                events.append(self._end())
+                self._ended_ts = info.last_ts
+            else:
+                self._last = info
+                self._peak = max(self._peak, score)
+        if not self.in_alert and not events:
+            cooling = self._ended_ts is not None and info.last_ts - self._ended_ts < self.settings.cooldown_s
+            if score >= self.on and not cooling:
+                self._run.append((info, score, keyframe))
+                if len(self._run) >= self.settings.min_snippets:
+                    events.append(self._start())
+            else:
+                self._run.clear()
+        return score, events
+
+    def _start(self) -> dict:
+        first, _, keyframe = self._run[0]
+        self._first, self._last = first, self._run[-1][0]
+        self._peak = max(s for _, s, _ in self._run)
+        self._run.clear()
+        self.in_alert = True
+        self.count += 1
+        stamp = _dt.datetime.fromtimestamp(first.first_ts, _dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self._alert_id = f"{self.camera}-{stamp}-{uuid.uuid4().hex[:6]}"
+        self._snapshot = self._save_snapshot(keyframe)
+        log.info("%s: alert %s started, score %.3f >= %.3f", self.camera, self._alert_id, self._peak, self.on)
+        return self._event("start", end_ts=None)
+
+    def _end(self, reason: str | None = None) -> dict:
+        event = self._event("end", end_ts=self._last.last_ts)
+        if reason:
+            event["reason"] = reason
+        self.in_alert = False
+        log.info("%s: alert %s ended after %.1f s, peak %.3f", self.camera, self._alert_id, event["duration_s"], self._peak)
+        return event
+
+    def close(self, reason: str = "shutdown") -> list[dict]:
+        """End an open alert (the monitor is stopping), so that the log never holds a start
+        without its end."""
+        return [self._end(reason)] if self.in_alert else []
+
+    def _event(self, kind: str, end_ts: float | None) -> dict:
+        first, last = self._first, self._last
+        return {
+            "event": kind, "alert_id": self._alert_id, "score": round(self._peak, 6), "peak": round(self._peak, 6),
+            "threshold": self.on, "off_threshold": self.off,
+            "snippets": [first.index, last.index], "frames": [first.first_frame, last.last_frame],
+            "time": [iso(first.first_ts), iso(end_ts)],
+            "duration_s": 0.0 if end_ts is None else round(max(0.0, end_ts - first.first_ts), 3),
+            "model": self.model, "snapshot": self._snapshot,
+        }
+
+    def _save_snapshot(self, keyframe: np.ndarray | None) -> str | None:
+        if self.snapshot_dir is None or keyframe is None:
+            return None
+        try:
+            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+            path = (self.snapshot_dir / f"{self._alert_id}.jpg").resolve()
+            if not cv2.imwrite(str(path), keyframe, [cv2.IMWRITE_JPEG_QUALITY, 85]):
+                raise OSError("OpenCV could not write it")
+            return str(path)
+        except OSError as exc:
+            log.warning("%s: snapshot not written to %s: %s", self.camera, self.snapshot_dir, exc)
+            return None

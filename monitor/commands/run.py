@@ -1,0 +1,266 @@
+"""run_monitor.py [run]: score live cameras, publish scores and alerts, log alerts.
+
+With no --config, --source or --model it runs the embedded default: the synthetic camera
+and the shipped demo bundle, publishing on tcp://127.0.0.1:5556.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+HELP = "score cameras, streams or files live; publish scores and alerts on ZeroMQ (the default command)"
+log = logging.getLogger("monitor")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML configuration (see configs/); options below override it")
+    p.add_argument("--source", action="append", metavar="[NAME=]URL",
+                   help="a camera index, device, RTSP/HTTP URL, video file or synthetic://; repeat for several "
+                        "cameras (replaces the config's cameras)")
+    p.add_argument("--model", help="model bundle directory (default: the config's, else the shipped demo bundle)")
+    p.add_argument("--publish", metavar="ENDPOINT", help="ZeroMQ endpoint to bind (default tcp://127.0.0.1:5556)")
+    p.add_argument("--connect", metavar="ENDPOINT", help="connect to a broker's frontend instead of binding")
+    p.add_argument("--no-dashboard", action="store_true", help="plain log lines even on a terminal")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--providers", help="execution providers in order, e.g. 'cuda,cpu' (default: best available)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads per graph")
+    p.add_argument("--monitor-id", help="this monitor's id in messages (default <hostname>-<pid>)")
+    p.add_argument("--events", help="alert event log (JSONL; default events.jsonl)")
+    p.add_argument("--snapshots", help="directory for a JPEG of each alert's first snippet")
+    p.add_argument("--threshold", type=float, help="alert on level (default: the bundle's)")
+    p.add_argument("--off-threshold", type=float, help="alert off level (default: on - 0.1)")
+    p.add_argument("--window", type=int, help="snippets in the temporal window (default: the bundle's)")
+    p.add_argument("--lookahead", type=int, help="report snippet t-d with d snippets of future context")
+    p.add_argument("--max-batch", type=int, help="snippets per backbone call")
+    p.add_argument("--loop", action="store_true", help="--source files: loop them (and pace to their fps)")
+    p.add_argument("--transport", choices=("tcp", "udp"), help="--source RTSP transport (default tcp)")
+    p.add_argument("--status-interval", type=float, help="seconds between status messages (default 2)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+
+
+def _camera_specs(sources: list[str]) -> list[tuple[str, str]]:
+    """'NAME=URL' or 'URL' -> (name or '', url)."""
+    out = []
+    for s in sources:
+        m = re.match(r"^([A-Za-z0-9_-]+)=(.+)$", s)
+        if m and "://" not in m.group(1):
+            out.append((m.group(1), m.group(2)))
+        else:
+            out.append(("", s))
+    return out
+
+
+def build_config(args: argparse.Namespace):
+    """The config file with the command line on top."""
+    from monitor import config as cfgmod
+    from monitor.sources import default_name
+
+    config = cfgmod.load(args.config)
+    if args.source:
+        config.cameras = [cfgmod.CameraConfig(url=url, name=name, loop=args.loop, transport=args.transport or "tcp")
+                          for name, url in _camera_specs(args.source)]
+    elif not config.cameras:
+        config.cameras = [cfgmod.CameraConfig(url=cfgmod.DEMO_SOURCE, name="")]
+    taken = {c.name for c in config.cameras if c.name}
+    for i, camera in enumerate(config.cameras):
+        if not camera.name:
+            base = name = default_name(camera.url, i)
+            n = 1
+            while name in taken:
+                name, n = f"{base}{n}", n + 1
+            camera.name = name
+            taken.add(name)
+    cfgmod.name_cameras(config.cameras, "command line" if args.source else config.source)
+    checks = {"threshold": (0, 1), "off_threshold": (0, 1)}
+    for key, (lo, hi) in checks.items():
+        value = getattr(args, key)
+        if value is not None and not lo <= value <= hi:
+            raise cfgmod.ConfigError(f"command line: --{key.replace('_', '-')} = {value}: must lie in [{lo}, {hi}]")
+    for key in ("window", "max_batch", "threads"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            raise cfgmod.ConfigError(f"command line: --{key.replace('_', '-')} = {value}: must be at least 1")
+    if args.lookahead is not None and args.lookahead < 0:
+        raise cfgmod.ConfigError(f"command line: --lookahead = {args.lookahead}: must be >= 0")
+    if args.model:
+        config.model.path = args.model
+    if args.providers:
+        config.model.providers = [p for p in re.split(r"[,\s]+", args.providers) if p]
+    for key, target in (("threads", "threads"), ("window", "window"), ("lookahead", "lookahead")):
+        if getattr(args, key) is not None:
+            setattr(config.model, target, getattr(args, key))
+    if args.max_batch:
+        config.engine.max_batch = args.max_batch
+    if args.publish:
+        config.publish.endpoint, config.publish.connect = args.publish, False
+    if args.connect:
+        config.publish.endpoint, config.publish.connect = args.connect, True
+    if args.monitor_id:
+        config.monitor.id = args.monitor_id
+    if args.events:
+        config.log.events = args.events
+    if args.snapshots:
+        config.log.snapshots = args.snapshots
+    if args.threshold is not None:
+        config.alerts.on = args.threshold
+    if args.off_threshold is not None:
+        config.alerts.off = args.off_threshold
+    if config.alerts.on is not None and config.alerts.off is not None and config.alerts.off > config.alerts.on:
+        raise cfgmod.ConfigError(f"alert off level {config.alerts.off} is above the on level {config.alerts.on}")
+    if args.status_interval:
+        config.monitor.status_interval = args.status_interval
+    if args.log_level:
+        config.monitor.log_level = args.log_level
+    return config
+
+
+def _check_sources(config) -> str | None:
+    """Problems that retrying cannot fix, found before anything starts."""
+    from monitor.sources import file_path, kind_of, redact
+    for camera in config.cameras:
+        kind = kind_of(camera.url)
+        if kind == "file" and not Path(file_path(camera.url)).is_file():
+            return f"camera '{camera.name}': {redact(camera.url)}: no such video file"
+        if kind == "synthetic":
+            try:
+                from monitor.synthetic import SyntheticCamera
+            except ModuleNotFoundError:
+                return (f"camera '{camera.name}': synthetic:// needs monitor/synthetic.py (the embedded camera), "
+                        f"which this build lacks")
+            try:
+                SyntheticCamera.from_url(camera.url).release()
+            except ValueError as exc:
+                return f"camera '{camera.name}': {exc}"
+    return None
+
+
+def _setup_logging(level: str) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper()))
+    return handler
+
+
+def _status_line(topic: str, message: dict) -> None:
+    """Without a dashboard: one log line per status heartbeat."""
+    if topic != "status":
+        return
+    parts = []
+    for c in message["cameras"]:
+        lat = "-" if c["latency_ms"] is None else f"{c['latency_ms']:.0f} ms"
+        score = "-" if c["score"] is None else f"{c['score']:.3f}"
+        parts.append(f"{c['camera']} {c['state']} {c['input_fps']:.1f} fps {c['snippets_per_s']:.2f} snip/s "
+                     f"latency {lat} score {score}{' ALERT' if c['in_alert'] else ''}"
+                     f"{' dropped ' + str(c['dropped_snippets']) if c['dropped_snippets'] else ''}")
+    log.info("status: %s", " | ".join(parts) or "no cameras")
+
+
+def run(args: argparse.Namespace) -> int:
+    from monitor.bundle import Bundle
+    from monitor.config import DEMO_BUNDLE, ConfigError
+    from monitor.engine import Engine
+    from monitor.event_log import EventLog
+    from monitor.manifest import BundleError
+    from monitor.preprocess import GeometryError
+    from monitor.providers import ProviderError
+    from monitor.publisher import PublishError, Publisher
+
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    handler = _setup_logging(config.monitor.log_level)
+    model_path = config.model_path()
+    if model_path == DEMO_BUNDLE and not (DEMO_BUNDLE / "manifest.json").is_file():
+        print(f"error: the shipped demo bundle is missing ({DEMO_BUNDLE}): this build has no demo model yet. "
+              f"Give --model DIR (a bundle from python -m export or python -m training.demo).", file=sys.stderr)
+        return 2
+    problem = _check_sources(config)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        bundle = Bundle(model_path, providers=config.model.providers, threads=config.model.threads)
+    except (BundleError, ProviderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        publisher = Publisher(config.publish.endpoint, config.monitor_id, connect=config.publish.connect,
+                              high_water_mark=config.publish.high_water_mark)
+    except PublishError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        event_log = EventLog(config.log.events)
+    except OSError as exc:
+        print(f"error: event log {config.log.events}: {exc.strerror or exc}", file=sys.stderr)
+        publisher.close()
+        return 2
+    try:
+        engine = Engine(config, bundle, publisher, event_log)
+        engine.warm_up()
+    except (BundleError, GeometryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        event_log.close()
+        publisher.close()
+        return 2
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    dashboard = None
+    if sys.stdout.isatty() and not args.no_dashboard:
+        try:
+            from monitor.dashboard import attach_dashboard
+        except ModuleNotFoundError:
+            log.warning("no dashboard in this build: plain log lines")
+        else:
+            info = engine.info()
+            info["stop"] = stop.set  # the dashboard's quit key stops the monitor
+            dashboard = attach_dashboard(publisher, info)
+            handler.setLevel(logging.ERROR)  # log lines would tear the live screen
+    if dashboard is None:
+        publisher.add_listener(_status_line)
+
+    log.info("monitor %s: model %s (stage %d, %s), window %d, look-ahead %d; publishing on %s (%s); "
+             "events -> %s", config.monitor_id, engine.model_info["name"], bundle.manifest.stage,
+             bundle.providers[0], engine.window, engine.lookahead, config.publish.endpoint,
+             "connect" if config.publish.connect else "bind", config.log.events)
+    engine.start()
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    code = 0
+    try:
+        while not stop.wait(0.1):
+            if engine.wait(0):
+                if engine.error is not None:
+                    code = 1
+                else:
+                    log.info("every source has ended; stopping")
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    finally:
+        # Within 2 s of a signal: stop reading and scoring, end open alerts, flush the log.
+        engine.stop()
+        engine.join(1.0)
+        engine.close_alerts()
+        try:
+            engine.publish_status()
+        except Exception:
+            pass
+        event_log.close()
+        if dashboard is not None:
+            dashboard.stop()
+        publisher.close()
+        log.info("stopped; %d alert events in %s", event_log.written, config.log.events)
+    return code

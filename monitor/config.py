@@ -1,0 +1,278 @@
+"""Monitor configuration: a TOML file read with the standard library, validated into typed
+dataclasses at start-up. Every key has a default, so an empty file (or none) is valid; a bad
+file stops the program with the file, the key and the reason.
+
+Layout (every table optional; see configs/*.toml):
+
+    [monitor]  id, status_interval, camera_debounce_s, log_level
+    [model]    path, providers, threads, window, lookahead
+    [engine]   max_batch, max_wait_ms, max_pending, frame_stride
+    [publish]  endpoint, connect, high_water_mark, scores
+    [log]      events, snapshots
+    [alerts]   on, off, min_snippets, cooldown_s, smoothing
+    [[cameras]] name, url, transport, loop, pace, fps, stall_timeout_s, backoff_initial_s,
+                backoff_max_s, [cameras.alerts] (the same keys as [alerts], for this camera)
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_bundle"
+DEMO_SOURCE = "synthetic://"
+TRANSPORTS = ("tcp", "udp")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file, the key and why."""
+
+
+@dataclass
+class AlertSettings:
+    on: float | None = None        # start level; None: the bundle's threshold
+    off: float | None = None       # end level (hysteresis); None: on - 0.1 (at least 0)
+    min_snippets: int = 1          # minimum duration: consecutive snippets at or above `on`
+    cooldown_s: float = 0.0        # after an alert ends, no new one starts for this long
+    smoothing: int = 1             # moving mean over this many snippets (1: off)
+
+    def resolved(self, threshold: float) -> "AlertSettings":
+        on = threshold if self.on is None else self.on
+        off = max(0.0, on - 0.1) if self.off is None else self.off
+        return dataclasses.replace(self, on=on, off=min(off, on))
+
+
+@dataclass
+class CameraConfig:
+    url: str
+    name: str = ""
+    transport: str = "tcp"         # RTSP transport: tcp, or udp for servers that only speak it
+    loop: bool = False             # files: start again at the end
+    pace: bool | None = None       # files: deliver at the file's frame rate (None: when looping)
+    fps: float | None = None       # override the source's reported frame rate
+    stall_timeout_s: float = 5.0   # no frame for this long: stalled, then reopened
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    alerts: dict | None = None     # [cameras.alerts]: AlertSettings keys that override [alerts]
+
+
+@dataclass
+class MonitorSection:
+    id: str = ""
+    status_interval: float = 2.0
+    camera_debounce_s: float = 2.0
+    log_level: str = "info"
+
+
+@dataclass
+class ModelSection:
+    path: str | None = None        # None: the shipped demo bundle
+    providers: list[str] | None = None
+    threads: int | None = None
+    window: int | None = None      # None: the manifest's window
+    lookahead: int = 0
+
+
+@dataclass
+class EngineSection:
+    max_batch: int = 8             # snippets per backbone call
+    max_wait_ms: float = 50.0      # how long a partial batch waits for more snippets
+    max_pending: int = 4           # per camera; live sources drop the oldest beyond this
+    frame_stride: int = 1          # take every n-th frame into snippets
+
+
+@dataclass
+class PublishSection:
+    endpoint: str = DEFAULT_ENDPOINT
+    connect: bool = False          # connect (to a broker's frontend) instead of binding
+    high_water_mark: int = 1000
+    scores: bool = True            # publish score.<camera> for every snippet
+
+
+@dataclass
+class LogSection:
+    events: str = "events.jsonl"
+    snapshots: str | None = None   # directory for alert JPEGs; None: no snapshots
+
+
+@dataclass
+class Config:
+    monitor: MonitorSection = field(default_factory=MonitorSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    engine: EngineSection = field(default_factory=EngineSection)
+    publish: PublishSection = field(default_factory=PublishSection)
+    log: LogSection = field(default_factory=LogSection)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    cameras: list[CameraConfig] = field(default_factory=list)
+    source: str = "<defaults>"
+
+    @property
+    def monitor_id(self) -> str:
+        return self.monitor.id or f"{socket.gethostname()}-{os.getpid()}"
+
+    def model_path(self) -> Path:
+        return Path(self.model.path) if self.model.path else DEMO_BUNDLE
+
+    def alert_settings(self, camera: CameraConfig) -> AlertSettings:
+        """The camera's own [cameras.alerts] keys over the global [alerts]."""
+        if camera.alerts is None:
+            return self.alerts
+        return dataclasses.replace(self.alerts, **camera.alerts)
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# key -> (check, reason); None values are accepted only where the default is None.
+_RULES: dict[str, tuple] = {
+    "monitor.id": (lambda v: isinstance(v, str), "must be a string"),
+    "monitor.status_interval": (lambda v: _number(v) and v > 0, "must be a number of seconds > 0"),
+    "monitor.camera_debounce_s": (lambda v: _number(v) and v >= 0, "must be a number of seconds >= 0"),
+    "monitor.log_level": (lambda v: v in LOG_LEVELS, f"must be one of {', '.join(LOG_LEVELS)}"),
+    "model.path": (lambda v: isinstance(v, str) and v, "must be a bundle directory path"),
+    "model.providers": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v),
+                        "must be a list of provider names such as [\"cuda\", \"cpu\"]"),
+    "model.threads": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
+    "model.window": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1 (snippets)"),
+    "model.lookahead": (lambda v: _integer(v) and v >= 0, "must be an integer >= 0 (snippets)"),
+    "engine.max_batch": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
+    "engine.max_wait_ms": (lambda v: _number(v) and v >= 0, "must be a number of milliseconds >= 0"),
+    "engine.max_pending": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
+    "engine.frame_stride": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
+    "publish.endpoint": (lambda v: isinstance(v, str) and "://" in v, "must be a ZeroMQ endpoint such as tcp://127.0.0.1:5556"),
+    "publish.connect": (lambda v: isinstance(v, bool), "must be true or false"),
+    "publish.high_water_mark": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
+    "publish.scores": (lambda v: isinstance(v, bool), "must be true or false"),
+    "log.events": (lambda v: isinstance(v, str) and v, "must be a file path"),
+    "log.snapshots": (lambda v: isinstance(v, str), "must be a directory path (\"\" for none)"),
+    "alerts.on": (lambda v: _number(v) and 0 <= v <= 1, "must be a score in [0, 1]"),
+    "alerts.off": (lambda v: _number(v) and 0 <= v <= 1, "must be a score in [0, 1]"),
+    "alerts.min_snippets": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
+    "alerts.cooldown_s": (lambda v: _number(v) and v >= 0, "must be a number of seconds >= 0"),
+    "alerts.smoothing": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1 (snippets; 1 is off)"),
+    "cameras.url": (lambda v: isinstance(v, str) and v.strip(), "must be a non-empty source URL, path or index"),
+    "cameras.name": (lambda v: isinstance(v, str) and v and not any(c in v for c in " ./\\"),
+                     "must be a non-empty name without spaces, dots or slashes (it becomes a topic)"),
+    "cameras.transport": (lambda v: v in TRANSPORTS, f"must be one of {', '.join(TRANSPORTS)}"),
+    "cameras.loop": (lambda v: isinstance(v, bool), "must be true or false"),
+    "cameras.pace": (lambda v: isinstance(v, bool), "must be true or false"),
+    "cameras.fps": (lambda v: _number(v) and v > 0, "must be a frame rate > 0"),
+    "cameras.stall_timeout_s": (lambda v: _number(v) and v > 0, "must be a number of seconds > 0"),
+    "cameras.backoff_initial_s": (lambda v: _number(v) and v > 0, "must be a number of seconds > 0"),
+    "cameras.backoff_max_s": (lambda v: _number(v) and v > 0, "must be a number of seconds > 0"),
+}
+
+
+def _fill(cls, table: dict, prefix: str, rule_prefix: str, source: str):
+    """Build dataclass `cls` from a TOML table, refusing unknown keys and bad values."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: key '{prefix}' must be a table")
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in table.items():
+        where = f"{prefix}.{key}"
+        if key not in names or key == "alerts":
+            if key == "alerts" and cls is CameraConfig:
+                continue
+            raise ConfigError(f"{source}: key '{where}' is not a known setting "
+                              f"(known: {', '.join(sorted(n for n in names if n != 'alerts'))})")
+        check, why = _RULES[f"{rule_prefix}.{key}"]
+        if not check(value):
+            raise ConfigError(f"{source}: key '{where}' = {value!r}: {why}")
+        kwargs[key] = float(value) if isinstance(value, int) and not isinstance(value, bool) and \
+            _field_type(cls, key).startswith("float") else value
+    return cls(**kwargs)
+
+
+def _field_type(cls, name: str) -> str:
+    return str(next(f.type for f in dataclasses.fields(cls) if f.name == name))
+
+
+def _alerts(table, prefix: str, source: str) -> AlertSettings:
+    alerts = _fill(AlertSettings, table, prefix, "alerts", source)
+    if alerts.on is not None and alerts.off is not None and alerts.off > alerts.on:
+        raise ConfigError(f"{source}: key '{prefix}.off' = {alerts.off}: must not exceed '{prefix}.on' = {alerts.on}")
+    return alerts
+
+
+def _overrides(alerts: AlertSettings, table: dict) -> dict:
+    return {k: getattr(alerts, k) for k in table}
+
+
+SECTIONS = {"monitor": MonitorSection, "model": ModelSection, "engine": EngineSection,
+            "publish": PublishSection, "log": LogSection}
+
+
+def from_dict(data: dict, source: str = "<config>") -> Config:
+    config = Config(source=source)
+    known = set(SECTIONS) | {"alerts", "cameras"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{source}: key '{key}' is not a known section (known: {', '.join(sorted(known))})")
+    for name, cls in SECTIONS.items():
+        if name in data:
+            setattr(config, name, _fill(cls, data[name], name, name, source))
+    if config.log.snapshots == "":
+        config.log.snapshots = None
+    if "alerts" in data:
+        config.alerts = _alerts(data["alerts"], "alerts", source)
+    cameras = data.get("cameras", [])
+    if not isinstance(cameras, list):
+        raise ConfigError(f"{source}: key 'cameras' must be an array of tables ([[cameras]])")
+    for i, table in enumerate(cameras):
+        where = f"cameras[{i}]"
+        if not isinstance(table, dict) or "url" not in table:
+            raise ConfigError(f"{source}: key '{where}.url' is missing (every camera needs a source)")
+        camera = _fill(CameraConfig, table, where, "cameras", source)
+        if "alerts" in table:
+            camera.alerts = _overrides(_alerts(table["alerts"], f"{where}.alerts", source), table["alerts"])
+        if camera.backoff_max_s < camera.backoff_initial_s:
+            raise ConfigError(f"{source}: key '{where}.backoff_max_s' = {camera.backoff_max_s}: must be at least "
+                              f"backoff_initial_s = {camera.backoff_initial_s}")
+        config.cameras.append(camera)
+    name_cameras(config.cameras, source)
+    return config
+
+
+def name_cameras(cameras: list[CameraConfig], source: str = "<config>") -> None:
+    """Give unnamed cameras names (cam0, cam1 ...) and refuse duplicates."""
+    seen = set()
+    for i, camera in enumerate(cameras):
+        if not camera.name:
+            n = i
+            while f"cam{n}" in seen or any(c.name == f"cam{n}" for c in cameras):
+                n += 1
+            camera.name = f"cam{n}"
+        if camera.name in seen:
+            raise ConfigError(f"{source}: key 'cameras[{i}].name' = {camera.name!r}: used by another camera")
+        seen.add(camera.name)
+
+
+def load(path: str | Path | None) -> Config:
+    """Read and validate a TOML file; None gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    return from_dict(data, source=str(path))

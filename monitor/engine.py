@@ -1,0 +1,460 @@
+"""The live engine: ready snippets of every camera batched into one backbone call, the
+spatial head once per snippet (its output cached in the camera's window), the temporal head
+over each camera's sliding window of the last W snippets, the alert policy, and the messages.
+
+Threads: one reader per camera (monitor.sources) assembles snippets and queues them here;
+one scoring thread runs the graphs; one housekeeping thread publishes the status heartbeat
+and camera up/down events, so that they keep coming while a long batch runs. When scoring
+falls behind, a live camera's queue drops its oldest whole snippet (counted) rather than let
+latency grow; a file that is not paced waits instead, since it is not live.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import statistics
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from monitor.alerts import AlertPolicy, SnippetInfo
+from monitor.bundle import Bundle
+from monitor.config import CameraConfig, Config
+from monitor.manifest import BundleError
+from monitor.preprocess import Geometry, Preprocessor
+from monitor.publisher import Publisher, iso
+from monitor.snippets import RawSnippet, SnippetAssembler
+from monitor.sources import ENDED, RECONNECTING, STALLED, STREAMING, CameraSource
+
+log = logging.getLogger("monitor.engine")
+
+
+# ----------------------------------------------------------------------------- sliding window
+# Shared by the live engine and `score-features --streaming`, so that both score alike.
+
+class SlidingWindow:
+    """One camera's last W fused snippets [C, F] and what the temporal head reports for them.
+
+    The temporal graph runs over the whole window; the score reported is that of the newest
+    snippet, or with a look-ahead of d, of snippet t - d, which then has d snippets of future
+    context (at the cost of d snippets of latency)."""
+
+    def __init__(self, window: int, lookahead: int = 0):
+        if window < 1:
+            raise ValueError(f"window must be at least 1 snippet, got {window}")
+        if not 0 <= lookahead < window:
+            raise ValueError(f"look-ahead must lie in 0..{window - 1} (the window is {window}), got {lookahead}")
+        self.window = window
+        self.lookahead = lookahead
+        self._features: deque = deque(maxlen=window)
+        self._meta: deque = deque(maxlen=window)
+        self._last_scores: np.ndarray | None = None
+        self._reported = -1  # position (pushes so far) of the last snippet reported
+        self._pushed = 0
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    def push(self, fused: np.ndarray, meta) -> np.ndarray:
+        """Add the newest snippet -> the window [T, C, F] the temporal head must score."""
+        self._features.append(np.asarray(fused, np.float32))
+        self._meta.append(meta)
+        self._pushed += 1
+        return np.stack(self._features)
+
+    def report(self, scores: np.ndarray) -> list[tuple[object, float]]:
+        """Scores [T] of the window returned by push -> [(meta, score)] to report now (none
+        until d snippets past the first)."""
+        self._last_scores = np.asarray(scores, np.float32)
+        position = self._pushed - 1 - self.lookahead
+        if position <= self._reported or position < 0:
+            return []
+        self._reported = position
+        k = len(self._meta) - 1 - self.lookahead
+        return [(self._meta[k], float(self._last_scores[k]))]
+
+    def flush(self) -> list[tuple[object, float]]:
+        """At the end of a stream: the last d snippets, scored by the last window."""
+        if self._last_scores is None:
+            return []
+        out = []
+        n = len(self._meta)
+        for position in range(self._reported + 1, self._pushed):
+            k = n - (self._pushed - position)
+            out.append((self._meta[k], float(self._last_scores[k])))
+        self._reported = self._pushed - 1
+        return out
+
+
+def score_windows(temporal, windows: list[np.ndarray]) -> list[np.ndarray]:
+    """Windows [T_i, C, F] -> scores [T_i] each, with one temporal call per distinct length
+    (windows of equal length, from different cameras, share the call)."""
+    out: list[np.ndarray | None] = [None] * len(windows)
+    by_length: dict[int, list[int]] = {}
+    for i, w in enumerate(windows):
+        by_length.setdefault(len(w), []).append(i)
+    for indices in by_length.values():
+        scores = temporal(np.stack([windows[i] for i in indices]))
+        for row, i in zip(scores, indices):
+            out[i] = row
+    return out
+
+
+def stream_scores(bundle: Bundle, crops: np.ndarray, patches: np.ndarray | None,
+                  window: int | None = None, lookahead: int = 0) -> np.ndarray:
+    """Score one video's features [T, C, F] (+ [T, ΣP, F]) as the live engine would, one
+    snippet at a time through a SlidingWindow -> [T] float32."""
+    from monitor.offline import fuse_all
+    fused = fuse_all(bundle, crops, patches)
+    sliding = SlidingWindow(window or bundle.manifest.window, lookahead)
+    out = np.full(len(fused), np.nan, np.float32)
+    for t in range(len(fused)):
+        win = sliding.push(fused[t], t)
+        scores = score_windows(bundle.scores, [win])[0]
+        for index, score in sliding.report(scores):
+            out[index] = score
+    for index, score in sliding.flush():
+        out[index] = score
+    return out
+
+
+# ----------------------------------------------------------------------------- cameras
+
+@dataclass
+class Reported:
+    """What the window keeps of a snippet: its range, and the frame a snapshot would show."""
+    info: SnippetInfo
+    keyframe: np.ndarray | None
+
+
+@dataclass
+class CameraState:
+    config: CameraConfig
+    source: CameraSource
+    assembler: SnippetAssembler
+    window: SlidingWindow
+    policy: AlertPolicy
+    pending: deque = field(default_factory=deque)
+    dropped: int = 0
+    scored: deque = field(default_factory=lambda: deque(maxlen=64))      # publish times
+    latencies: deque = field(default_factory=lambda: deque(maxlen=32))   # ms
+    score: float | None = None
+    down_reported: bool = False
+    flushed: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def snippets_per_s(self, now: float) -> float:
+        recent = [t for t in self.scored if t > now - 10.0]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+
+
+class Engine:
+    def __init__(self, config: Config, bundle: Bundle, publisher: Publisher, event_log=None):
+        m = bundle.manifest
+        if not bundle.has_backbone:
+            raise BundleError(f"{bundle.path}: has no backbone graph (backbone.onnx); the live monitor needs one "
+                              f"to turn frames into features (python -m export --backbone ... --out {bundle.path})")
+        self.config = config
+        self.bundle = bundle
+        self.publisher = publisher
+        self.event_log = event_log
+        self.geometry = Geometry.from_manifest(m)
+        self.preprocessor = Preprocessor(self.geometry)
+        self.window = config.model.window or m.window
+        self.lookahead = config.model.lookahead
+        SlidingWindow(self.window, self.lookahead)  # refuse a bad window / look-ahead now
+        self.model_info = {"name": str(m.source.get("name") or bundle.path.name), "stage": m.stage}
+        self.started = time.time()
+        self.alerts_today = 0
+        self._today = _dt.datetime.now(_dt.timezone.utc).date()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self._run_options = ort.RunOptions()
+        self._threads: list[threading.Thread] = []
+        self.error: BaseException | None = None
+        self.batches = 0
+        self.batch_sizes: deque = deque(maxlen=256)
+        self.cameras: list[CameraState] = [self._camera(c) for c in config.cameras]
+
+    def _camera(self, c: CameraConfig) -> CameraState:
+        settings = self.config.alert_settings(c).resolved(self.bundle.manifest.threshold)
+        policy = AlertPolicy(c.name, settings, self.model_info, self.config.log.snapshots)
+        assembler = SnippetAssembler(c.name, self.geometry.snippet_length, self.config.engine.frame_stride)
+        source = CameraSource(c.name, c.url, transport=c.transport, loop=c.loop, pace=c.pace, fps=c.fps,
+                              stall_timeout_s=c.stall_timeout_s, backoff_initial_s=c.backoff_initial_s,
+                              backoff_max_s=c.backoff_max_s)
+        state = CameraState(c, source, assembler, SlidingWindow(self.window, self.lookahead), policy)
+        source.on_frame = lambda frame, s=state: self._on_frame(s, frame)
+        source.on_gap = lambda reason, s=state: s.assembler.reset()
+        return state
+
+    # ------------------------------------------------------------------ info
+    def info(self) -> dict:
+        """What a dashboard needs to know before the first status message."""
+        return {
+            "monitor": self.publisher.monitor_id, "endpoint": self.publisher.endpoint,
+            "model": {**self.model_info, "providers": self.bundle.providers, "window": self.window,
+                      "lookahead": self.lookahead, "path": str(self.bundle.path)},
+            "status_interval": self.config.monitor.status_interval,
+            "cameras": [{"camera": c.name, "source": c.source.display, "threshold": c.policy.on,
+                         "off_threshold": c.policy.off} for c in self.cameras],
+        }
+
+    # ------------------------------------------------------------------ reader side
+    def _on_frame(self, cam: CameraState, frame) -> None:
+        snippet = cam.assembler.push(frame)
+        if snippet is None:
+            return
+        with self._cond:
+            if cam.source.live:
+                while len(cam.pending) >= self.config.engine.max_pending:
+                    cam.pending.popleft()  # stay live: the oldest whole snippet goes
+                    cam.dropped += 1
+            else:
+                while len(cam.pending) >= self.config.engine.max_pending and not self._stop.is_set():
+                    self._cond.wait(0.2)  # a file that is not paced waits for the engine
+            cam.pending.append(snippet)
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ lifecycle
+    def warm_up(self) -> None:
+        """One small run of each graph, so the first real snippet does not pay the set-up."""
+        g = self.geometry
+        shapes = {(g.crop_size, g.crop_size)} | ({(g.patch_size, g.patch_size)} if g.grids else set())
+        for h, w in shapes:
+            self._backbone(np.zeros((1, 3, g.snippet_length, h, w), np.float32))
+        m = self.bundle.manifest
+        crops = np.zeros((1, m.crops, m.feature_size), np.float32)
+        patches = np.zeros((1, sum(m.patches), m.feature_size), np.float32) if m.stage > 1 else None
+        self._temporal(self._spatial(crops, patches)[None])
+
+    def start(self) -> "Engine":
+        for target, name in ((self._score_loop, "engine"), (self._housekeeping_loop, "status")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        for cam in self.cameras:
+            cam.source.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop reading and scoring; a graph run in progress is told to terminate."""
+        self._stop.set()
+        self._run_options.terminate = True
+        for cam in self.cameras:
+            cam.source.stop()
+        with self._cond:
+            self._cond.notify_all()
+
+    def join(self, timeout: float = 1.5) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def close_alerts(self) -> None:
+        """End open alerts (logged and published) as the monitor stops."""
+        for cam in self.cameras:
+            for event in cam.policy.close("shutdown"):
+                self._publish_alert(cam, event)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once every source has ended (files not looped) and everything is scored."""
+        return self._finished.wait(timeout)
+
+    # ------------------------------------------------------------------ graphs
+    def _backbone(self, clips: np.ndarray) -> np.ndarray:
+        return self.bundle.sessions["backbone"].run(None, {"clips": clips}, self._run_options)[0]
+
+    def _spatial(self, crops: np.ndarray, patches: np.ndarray | None) -> np.ndarray:
+        if patches is None:
+            return crops
+        return self.bundle.sessions["spatial"].run(None, {"crops": crops, "patches": patches}, self._run_options)[0]
+
+    def _temporal(self, windows: np.ndarray) -> np.ndarray:
+        return self.bundle.sessions["temporal"].run(
+            None, {"features": np.ascontiguousarray(windows, np.float32)}, self._run_options)[0]
+
+    # ------------------------------------------------------------------ scoring thread
+    def _score_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                batch = self._next_batch()
+                if batch:
+                    self._score(batch)
+                elif self._all_ended():
+                    self._finished.set()
+                    return
+        except Exception as exc:
+            if self._stop.is_set():
+                return  # a run told to terminate raises; that is the stop working
+            self.error = exc
+            log.exception("scoring failed")
+            self._finished.set()
+
+    def _all_ended(self) -> bool:
+        with self._cond:
+            ended = all(c.source.state()[0] == ENDED and not c.pending for c in self.cameras)
+        if ended:
+            for cam in self.cameras:
+                self._flush_camera(cam)
+        return ended and bool(self.cameras)
+
+    def _ready(self) -> int:
+        return sum(len(c.pending) for c in self.cameras)
+
+    def _next_batch(self) -> list[tuple[CameraState, RawSnippet]]:
+        e = self.config.engine
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._ready() or self._stop.is_set(), timeout=0.25):
+                return []
+            # A partial batch waits a little for other cameras' snippets, never for its own camera.
+            deadline = time.monotonic() + e.max_wait_ms / 1000.0
+            live = sum(1 for c in self.cameras if c.source.state()[0] == STREAMING)
+            while self._ready() < min(e.max_batch, live) and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._cond.wait(left):
+                    break
+            batch = []
+            while len(batch) < e.max_batch:
+                heads = [c for c in self.cameras if c.pending]
+                if not heads:
+                    break
+                cam = min(heads, key=lambda c: c.pending[0].last_ts)  # oldest first, across cameras
+                batch.append((cam, cam.pending.popleft()))
+            self._cond.notify_all()  # room again for files that wait
+        return batch
+
+    def _score(self, batch: list[tuple[CameraState, RawSnippet]]) -> None:
+        m = self.bundle.manifest
+        c, p = m.crops, sum(m.patches)
+        n = len(batch)
+        prepared = [self.preprocessor.snippet(s.frames) for _, s in batch]
+        crop_clips = np.concatenate([crops for crops, _ in prepared])
+        if m.stage > 1:
+            patch_clips = np.concatenate([patches for _, patches in prepared])
+            if patch_clips.shape[1:] == crop_clips.shape[1:]:
+                features = self._backbone(np.concatenate([crop_clips, patch_clips]))
+                crop_f, patch_f = features[: n * c], features[n * c:]
+            else:  # patches of another size than crops: one call per clip size
+                crop_f, patch_f = self._backbone(crop_clips), self._backbone(patch_clips)
+            fused = self._spatial(crop_f.reshape(n, c, -1), patch_f.reshape(n, p, -1))
+        else:
+            fused = self._backbone(crop_clips).reshape(n, c, -1)
+        windows = []
+        for (cam, snippet), f in zip(batch, fused):
+            info = SnippetInfo(snippet.index, snippet.first_frame, snippet.last_frame, snippet.first_ts, snippet.last_ts)
+            keyframe = snippet.keyframe.copy() if cam.policy.snapshot_dir else None
+            windows.append(cam.window.push(f, Reported(info, keyframe)))
+        scores = score_windows(self._temporal, windows)
+        self.batches += 1
+        self.batch_sizes.append(n)
+        for (cam, _), s in zip(batch, scores):
+            for reported, raw in cam.window.report(s):
+                self._report(cam, reported, raw)
+
+    def _flush_camera(self, cam: CameraState) -> None:
+        if cam.flushed:
+            return
+        cam.flushed = True
+        for reported, raw in cam.window.flush():
+            self._report(cam, reported, raw)
+
+    def _report(self, cam: CameraState, reported: Reported, raw: float) -> None:
+        info = reported.info
+        score, events = cam.policy.update(info, raw, reported.keyframe)
+        cam.score = score
+        now = time.time()
+        latency = (now - info.last_ts) * 1000.0
+        cam.latencies.append(latency)
+        cam.scored.append(now)
+        if self.config.publish.scores:
+            self.publisher.publish(f"score.{cam.name}", {
+                "snippet": info.index, "frames": [info.first_frame, info.last_frame],
+                "time": [iso(info.first_ts), iso(info.last_ts)], "score": round(score, 6),
+                "raw_score": round(raw, 6), "threshold": cam.policy.on, "in_alert": cam.policy.in_alert,
+                "latency_ms": round(latency, 1), "lookahead": self.lookahead}, camera=cam.name)
+        for event in events:
+            self._publish_alert(cam, event)
+
+    def _publish_alert(self, cam: CameraState, event: dict) -> None:
+        if event["event"] == "start":
+            today = _dt.datetime.now(_dt.timezone.utc).date()
+            if today != self._today:
+                self._today, self.alerts_today = today, 0
+            self.alerts_today += 1
+
+        def write(message: dict) -> None:
+            if self.event_log is None:
+                return
+            try:
+                self.event_log.append(message)
+            except (OSError, ValueError) as exc:
+                log.error("event log %s: cannot append: %s", self.event_log.path, exc)
+
+        self.publisher.publish(f"alert.{cam.name}", event, camera=cam.name, before_send=write)
+
+    # ------------------------------------------------------------------ housekeeping thread
+    def _housekeeping_loop(self) -> None:
+        interval = self.config.monitor.status_interval
+        next_status = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self._camera_events()
+                if time.monotonic() >= next_status:
+                    self.publish_status()
+                    next_status += interval
+            except Exception:
+                log.exception("status failed")
+            self._stop.wait(min(0.25, interval))
+
+    def _camera_events(self) -> None:
+        debounce = self.config.monitor.camera_debounce_s
+        now = time.time()
+        for cam in self.cameras:
+            state, reason, since = cam.source.state()
+            if state in (RECONNECTING, STALLED) and not cam.down_reported and now - since >= debounce:
+                cam.down_reported = True
+                log.warning("%s: camera down (%s: %s)", cam.name, state, reason)
+                self.publisher.publish(f"camera.{cam.name}", {"event": "down", "state": state, "reason": reason,
+                                                               "since": iso(since)}, camera=cam.name)
+            elif state == STREAMING and cam.down_reported:
+                cam.down_reported = False
+                log.info("%s: camera back up", cam.name)
+                self.publisher.publish(f"camera.{cam.name}", {"event": "up", "state": state, "reason": "",
+                                                               "since": iso(since)}, camera=cam.name)
+
+    def status(self) -> dict:
+        now = time.time()
+        cameras = []
+        with self._cond:
+            queues = {c.name: (len(c.pending), c.dropped) for c in self.cameras}
+        for cam in self.cameras:
+            state, reason, _ = cam.source.state()
+            latencies = list(cam.latencies)
+            queue, dropped = queues[cam.name]
+            cameras.append({
+                "camera": cam.name, "state": state, "input_fps": round(cam.source.input_fps(), 2),
+                "snippets_per_s": round(cam.snippets_per_s(now), 3),
+                "latency_ms": round(statistics.median(latencies), 1) if latencies else None,
+                "queue": queue, "dropped_snippets": dropped,
+                "score": None if cam.score is None else round(cam.score, 6), "threshold": cam.policy.on,
+                "in_alert": cam.policy.in_alert, "alerts": cam.policy.count, "source": cam.source.display,
+            })
+        return {
+            "uptime_s": round(now - self.started, 1),
+            "model": {**self.model_info, "providers": self.bundle.providers, "window": self.window},
+            "dropped_messages": self.publisher.dropped, "alerts_today": self.alerts_today, "cameras": cameras,
+        }
+
+    def publish_status(self) -> dict:
+        return self.publisher.publish("status", self.status(), camera=None)

@@ -1,0 +1,80 @@
+"""Frames -> 16-frame snippets, per camera, and snippets -> backbone clips through the one
+preprocessing path (monitor.preprocess), so that live clips are the clips training saw."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from monitor.preprocess import Preprocessor
+from monitor.sources import Frame
+
+
+@dataclass
+class RawSnippet:
+    camera: str
+    index: int              # snippet index since the camera started
+    frames: np.ndarray      # [length, H, W, 3] BGR uint8
+    first_frame: int        # source frame indices covered (stride included)
+    last_frame: int
+    first_ts: float         # capture times of the first and last frame
+    last_ts: float
+
+    @property
+    def keyframe(self) -> np.ndarray:
+        """The frame an alert snapshot shows: the middle of the snippet."""
+        return self.frames[len(self.frames) // 2]
+
+
+class SnippetAssembler:
+    """Collects every `stride`-th frame of one camera into snippets of `length` frames
+    (non-overlapping, as the published features cut videos). Holds at most one snippet."""
+
+    def __init__(self, camera: str, length: int = 16, stride: int = 1):
+        if length < 1 or stride < 1:
+            raise ValueError(f"snippet length and stride must be >= 1, got {length}, {stride}")
+        self.camera = camera
+        self.length = length
+        self.stride = stride
+        self.snippets = 0
+        self.discarded_frames = 0
+        self._buffer: np.ndarray | None = None
+        self._count = 0
+        self._seen = 0
+        self._first: Frame | None = None
+
+    def reset(self) -> None:
+        """The frame sequence broke (reconnect, resolution change): drop the partial snippet."""
+        self.discarded_frames += self._count
+        self._count = 0
+        self._seen = 0
+        self._first = None
+
+    def push(self, frame: Frame) -> RawSnippet | None:
+        """Add a frame; returns a snippet when this frame completes one."""
+        if self._buffer is not None and self._count and self._buffer.shape[1:] != frame.image.shape:
+            self.reset()
+        take = self._seen % self.stride == 0
+        self._seen += 1
+        if not take:
+            return None
+        if self._buffer is None or self._buffer.shape[1:] != frame.image.shape:
+            self._buffer = np.empty((self.length,) + frame.image.shape, np.uint8)
+        if self._count == 0:
+            self._first = frame
+        self._buffer[self._count] = frame.image
+        self._count += 1
+        if self._count < self.length:
+            return None
+        snippet = RawSnippet(self.camera, self.snippets, self._buffer, self._first.index, frame.index,
+                             self._first.ts, frame.ts)
+        self._buffer = None  # the snippet owns that array now
+        self._count = 0
+        self._seen = 0
+        self.snippets += 1
+        return snippet
+
+
+def clips(preprocessor: Preprocessor, snippets: list[RawSnippet]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Each snippet's backbone input: (crops [C, 3, 16, S, S], patches [ΣP, 3, 16, P, P] or None)."""
+    return [preprocessor.snippet(s.frames) for s in snippets]
