@@ -36,12 +36,21 @@ log = logging.getLogger("monitor.engine")
 # ----------------------------------------------------------------------------- sliding window
 # Shared by the live engine and `score-features --streaming`, so that both score alike.
 
+@dataclass
+class WindowStep:
+    """One push: the window [T, C, F] to score, and what it holds (meta of each snippet)."""
+    window: np.ndarray
+    metas: tuple
+    pushed: int  # pushes so far, this one included
+
+
 class SlidingWindow:
     """One camera's last W fused snippets [C, F] and what the temporal head reports for them.
 
     The temporal graph runs over the whole window; the score reported is that of the newest
     snippet, or with a look-ahead of d, of snippet t - d, which then has d snippets of future
-    context (at the cost of d snippets of latency)."""
+    context (at the cost of d snippets of latency). Several pushes may be scored together
+    (a camera that is behind has several snippets in a batch): each step keeps its own view."""
 
     def __init__(self, window: int, lookahead: int = 0):
         if window < 1:
@@ -52,41 +61,41 @@ class SlidingWindow:
         self.lookahead = lookahead
         self._features: deque = deque(maxlen=window)
         self._meta: deque = deque(maxlen=window)
-        self._last_scores: np.ndarray | None = None
-        self._reported = -1  # position (pushes so far) of the last snippet reported
+        self._last: tuple[WindowStep, np.ndarray] | None = None
+        self._reported = 0  # snippets reported so far (by position since the start)
         self._pushed = 0
 
     def __len__(self) -> int:
         return len(self._features)
 
-    def push(self, fused: np.ndarray, meta) -> np.ndarray:
-        """Add the newest snippet -> the window [T, C, F] the temporal head must score."""
+    def push(self, fused: np.ndarray, meta) -> WindowStep:
+        """Add the newest snippet -> the step whose window the temporal head must score."""
         self._features.append(np.asarray(fused, np.float32))
         self._meta.append(meta)
         self._pushed += 1
-        return np.stack(self._features)
+        return WindowStep(np.stack(self._features), tuple(self._meta), self._pushed)
 
-    def report(self, scores: np.ndarray) -> list[tuple[object, float]]:
-        """Scores [T] of the window returned by push -> [(meta, score)] to report now (none
-        until d snippets past the first)."""
-        self._last_scores = np.asarray(scores, np.float32)
-        position = self._pushed - 1 - self.lookahead
-        if position <= self._reported or position < 0:
+    def report(self, step: WindowStep, scores: np.ndarray) -> list[tuple[object, float]]:
+        """Scores [T] of a step's window (steps in push order) -> [(meta, score)] to report
+        now: the snippet d before the newest, none until there is one."""
+        scores = np.asarray(scores, np.float32)
+        self._last = (step, scores)
+        position = step.pushed - 1 - self.lookahead
+        if position < self._reported:
             return []
-        self._reported = position
-        k = len(self._meta) - 1 - self.lookahead
-        return [(self._meta[k], float(self._last_scores[k]))]
+        self._reported = position + 1
+        k = len(step.metas) - 1 - self.lookahead
+        return [(step.metas[k], float(scores[k]))]
 
     def flush(self) -> list[tuple[object, float]]:
         """At the end of a stream: the last d snippets, scored by the last window."""
-        if self._last_scores is None:
+        if self._last is None:
             return []
-        out = []
-        n = len(self._meta)
-        for position in range(self._reported + 1, self._pushed):
-            k = n - (self._pushed - position)
-            out.append((self._meta[k], float(self._last_scores[k])))
-        self._reported = self._pushed - 1
+        step, scores = self._last
+        n = len(step.metas)
+        out = [(step.metas[n - (step.pushed - p)], float(scores[n - (step.pushed - p)]))
+               for p in range(max(self._reported, step.pushed - n), step.pushed)]
+        self._reported = step.pushed
         return out
 
 
@@ -113,9 +122,9 @@ def stream_scores(bundle: Bundle, crops: np.ndarray, patches: np.ndarray | None,
     sliding = SlidingWindow(window or bundle.manifest.window, lookahead)
     out = np.full(len(fused), np.nan, np.float32)
     for t in range(len(fused)):
-        win = sliding.push(fused[t], t)
-        scores = score_windows(bundle.scores, [win])[0]
-        for index, score in sliding.report(scores):
+        step = sliding.push(fused[t], t)
+        scores = score_windows(bundle.scores, [step.window])[0]
+        for index, score in sliding.report(step, scores):
             out[index] = score
     for index, score in sliding.flush():
         out[index] = score
@@ -183,6 +192,7 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self.error: BaseException | None = None
         self.batches = 0
+        self.snippets_scored = 0
         self.batch_sizes: deque = deque(maxlen=256)
         self.cameras: list[CameraState] = [self._camera(c) for c in config.cameras]
 
@@ -350,16 +360,17 @@ class Engine:
             fused = self._spatial(crop_f.reshape(n, c, -1), patch_f.reshape(n, p, -1))
         else:
             fused = self._backbone(crop_clips).reshape(n, c, -1)
-        windows = []
+        steps = []
         for (cam, snippet), f in zip(batch, fused):
             info = SnippetInfo(snippet.index, snippet.first_frame, snippet.last_frame, snippet.first_ts, snippet.last_ts)
             keyframe = snippet.keyframe.copy() if cam.policy.snapshot_dir else None
-            windows.append(cam.window.push(f, Reported(info, keyframe)))
-        scores = score_windows(self._temporal, windows)
+            steps.append(cam.window.push(f, Reported(info, keyframe)))
+        scores = score_windows(self._temporal, [step.window for step in steps])
         self.batches += 1
+        self.snippets_scored += n
         self.batch_sizes.append(n)
-        for (cam, _), s in zip(batch, scores):
-            for reported, raw in cam.window.report(s):
+        for (cam, _), step, s in zip(batch, steps, scores):
+            for reported, raw in cam.window.report(step, s):
                 self._report(cam, reported, raw)
 
     def _flush_camera(self, cam: CameraState) -> None:
@@ -436,6 +447,7 @@ class Engine:
     def status(self) -> dict:
         now = time.time()
         cameras = []
+        sizes = list(self.batch_sizes)
         with self._cond:
             queues = {c.name: (len(c.pending), c.dropped) for c in self.cameras}
         for cam in self.cameras:
@@ -454,6 +466,9 @@ class Engine:
             "uptime_s": round(now - self.started, 1),
             "model": {**self.model_info, "providers": self.bundle.providers, "window": self.window},
             "dropped_messages": self.publisher.dropped, "alerts_today": self.alerts_today, "cameras": cameras,
+            "engine": {"batches": self.batches, "snippets": self.snippets_scored,
+                       "mean_batch": round(float(np.mean(sizes)), 2) if sizes else None,
+                       "max_batch": max(sizes) if sizes else None, "batch_limit": self.config.engine.max_batch},
         }
 
     def publish_status(self) -> dict:

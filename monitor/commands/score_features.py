@@ -15,6 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", type=Path, required=True,
                    help="packed [T, crops + ΣP, F] .npy, or <video>_i3d.npy with _patch{S}_i3d.npy beside it")
     p.add_argument("--out", type=Path, required=True, help="where to write the [T] scores (.npy)")
+    p.add_argument("--streaming", action="store_true",
+                   help="score as the live monitor does: one snippet at a time over a sliding window")
+    p.add_argument("--window", type=int, help="--streaming: snippets per window (default: the bundle's)")
+    p.add_argument("--lookahead", type=int, default=0, help="--streaming: snippets of future context (default 0)")
     p.add_argument("--providers", help="execution providers in order, e.g. 'cuda,cpu' (default: best available)")
 
 
@@ -25,15 +29,28 @@ def run(args: argparse.Namespace) -> int:
     from monitor.offline import score_video
     from monitor.providers import ProviderError
 
+    if args.window is not None and args.window < 1 or args.lookahead < 0:
+        print("error: --window must be >= 1 and --lookahead >= 0", file=sys.stderr)
+        return 2
+    if args.window is not None and args.lookahead >= args.window:
+        print(f"error: --lookahead {args.lookahead} must be smaller than --window {args.window}", file=sys.stderr)
+        return 2
+
     try:
         bundle = Bundle(args.model, providers=args.providers)
         crops, patches = load_video_features(args.features, bundle.manifest)
-        scores = score_video(bundle, crops, patches)
-    except (BundleError, FeatureFileError, ProviderError) as exc:
+        if args.streaming:
+            from monitor.engine import stream_scores
+            scores = stream_scores(bundle, crops, patches, args.window, args.lookahead)
+        else:
+            scores = score_video(bundle, crops, patches)
+    except (BundleError, FeatureFileError, ProviderError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.out, scores)
-    print(f"{args.features.name}: {len(scores)} snippets scored on {bundle.providers[0]}, "
+    mode = f"streaming, window {args.window or bundle.manifest.window}, look-ahead {args.lookahead}" \
+        if args.streaming else "offline"
+    print(f"{args.features.name}: {len(scores)} snippets scored ({mode}) on {bundle.providers[0]}, "
           f"max {scores.max():.4f}, wrote {args.out}", file=sys.stderr)
     return 0
