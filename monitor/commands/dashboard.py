@@ -1,0 +1,64 @@
+"""run_monitor.py dashboard: the live terminal dashboard, fed only by ZeroMQ messages.
+
+It needs nothing but the endpoint(s): point it at a monitor's PUB socket, or at a broker to
+watch many monitors at once, from this machine or another (e.g. over SSH).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "live terminal dashboard of one or more monitors, fed by their ZeroMQ messages"
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connect", action="append", metavar="ENDPOINT",
+                   help=f"a monitor's or a broker's PUB endpoint; repeat for several (default {DEFAULT_ENDPOINT})")
+    p.add_argument("--refresh", type=float, default=4.0, metavar="HZ", help="redraws per second (default 4)")
+    p.add_argument("--stale-after", type=float, default=5.0, metavar="S",
+                   help="say the feed is quiet after this many seconds without a message (default 5)")
+    p.add_argument("--history", type=float, default=300.0, metavar="S",
+                   help="seconds of scores in each camera's sparkline (default 300)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import zmq
+    from rich.console import Console
+
+    from monitor.dashboard import watch_socket
+    from monitor.dashboard_render import redact
+    from monitor.dashboard_state import DashboardState
+
+    for name in ("refresh", "stale_after", "history"):
+        if not getattr(args, name) > 0:
+            print(f"error: --{name.replace('_', '-')} must be > 0, got {getattr(args, name)}", file=sys.stderr)
+            return 2
+    console = Console()
+    if not console.is_terminal:
+        print("error: the dashboard draws on a terminal and stdout is not one "
+              "(run it in a terminal, or use 'run_monitor.py subscribe' for a line per message)", file=sys.stderr)
+        return 2
+    endpoints = args.connect or [DEFAULT_ENDPOINT]
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    try:
+        for endpoint in endpoints:
+            try:
+                sock.connect(endpoint)
+            except zmq.ZMQError as exc:
+                print(f"error: --connect {redact(endpoint)!r}: {exc} "
+                      "(expected e.g. tcp://HOST:PORT or ipc:///path)", file=sys.stderr)
+                return 2
+        state = DashboardState(stale_after=args.stale_after, history_s=args.history,
+                               feed=", ".join(endpoints))
+        try:
+            watch_socket(sock, state, console=console, refresh_hz=args.refresh)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how an operator leaves; the terminal is already restored
+        return 0
+    finally:
+        sock.close(0)
+        ctx.term()

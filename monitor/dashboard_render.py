@@ -1,0 +1,376 @@
+"""Pure rendering for the terminal dashboard: DashboardSnapshot in, rich renderables out.
+
+No I/O and no clocks here (the snapshot carries every age and the wall time), so each piece
+can be rendered to a string and checked in a test. Every string that came from the feed goes
+through `redact` before it is shown: camera names, sources and reasons should already be
+stripped of credentials by the publisher, but a dashboard on an operator's screen is the last
+place a password may leak from, so it checks again.
+"""
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Iterable, Sequence
+
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.table import Table
+from rich.text import Text
+
+from monitor.dashboard_state import AlertView, CameraView, DashboardSnapshot
+
+SPARK = "▁▂▃▄▅▆▇█"
+PARTIAL = " ▏▎▍▌▋▊▉"          # 0..7 eighths of a cell, for a smooth bar
+GAP = 2                       # characters between two table columns (one box separator, one padding)
+NEAR = 0.75                   # a score above NEAR * threshold is shown as "getting close"
+OK_STYLE, NEAR_STYLE, HOT_STYLE = "green", "yellow", "bold red"
+STATE_STYLES = {"streaming": "green", "reconnecting": "yellow", "stalled": "bold red",
+                "starting": "dim", "down": "bold red"}
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
+_SECRET_PARAM = re.compile(r"(?i)\b(pass(?:word)?|pwd|passwd|token|secret|api_?key|auth|key|user(?:name)?)=([^&\s]*)")
+
+
+def redact(text: str | None) -> str:
+    """`rtsp://admin:pw@cam/stream?token=x` -> `rtsp://cam/stream?token=***`."""
+    if not text:
+        return ""
+    text = _USERINFO.sub(r"\1", str(text))
+    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+def _level_style(score: float, threshold: float | None) -> str:
+    if threshold is None:
+        return "cyan"
+    if score >= threshold:
+        return HOT_STYLE
+    return NEAR_STYLE if score >= NEAR * threshold else OK_STYLE
+
+
+def score_text(score: float | None, threshold: float | None) -> Text:
+    if score is None:
+        return Text("  –  ", style="dim")
+    return Text(f"{score:.3f}", style=_level_style(score, threshold))
+
+
+def score_bar(score: float | None, threshold: float | None, width: int) -> Text:
+    """A bar of `width` cells filled to `score` (0..1) with a ┃ marking the threshold.
+
+    Green below NEAR * threshold, yellow up to it, red at or above it. The marker shows only
+    while the bar has not reached it (past it the whole bar is red anyway)."""
+    width = max(1, int(width))
+    if score is None:
+        return Text("·" * width, style="dim")
+    score = min(max(score, 0.0), 1.0)
+    eighths = int(round(score * width * 8))
+    full, part = divmod(eighths, 8)
+    mark = None if threshold is None else min(width - 1, max(0, int(threshold * width)))
+    style = _level_style(score, threshold)
+    text = Text()
+    for i in range(width):
+        if i < full:
+            text.append("█", style)
+        elif i == full and part:
+            text.append(PARTIAL[part], style)
+        elif i == mark:
+            text.append("┃", "bold bright_white")
+        else:
+            text.append("─", "grey37")
+    return text
+
+
+def history_cells(history: Iterable[tuple[float, float]], span_s: float, width: int) -> list[float | None]:
+    """Bucket (age in seconds, score) points into `width` cells covering the last `span_s`
+    seconds, newest on the right; each cell keeps its highest score so a short spike survives."""
+    width = max(1, int(width))
+    cells: list[float | None] = [None] * width
+    step = span_s / width
+    for age, score in history:
+        if age < 0 or age > span_s:
+            continue
+        i = width - 1 - min(width - 1, int(age / step))
+        if cells[i] is None or score > cells[i]:
+            cells[i] = score
+    return cells
+
+
+def sparkline(values: Sequence[float | None], threshold: float | None = None) -> Text:
+    """One character per value: ▁ (0) to █ (1), a blank where there was no score, red where
+    the score reached the threshold."""
+    text = Text()
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            text.append(" ")
+            continue
+        v = min(max(v, 0.0), 1.0)
+        level = min(len(SPARK) - 1, int(v * len(SPARK)))
+        style = HOT_STYLE if threshold is not None and v >= threshold else "cyan"
+        text.append(SPARK[level], style)
+    return text
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def fmt_span(seconds: float) -> str:
+    """The sparkline's window for its column title: `5 min`, `90 s`, `2 h`."""
+    s = int(seconds)
+    if s % 3600 == 0 and s >= 3600:
+        return f"{s // 3600} h"
+    return f"{s // 60} min" if s % 60 == 0 and s >= 60 else f"{s} s"
+
+
+def _table() -> Table:
+    # One blank box separator plus one padding cell between columns, none at the edges.
+    return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 0, 0, 1),
+                 expand=False, header_style="bold")
+
+
+def fmt_clock(iso: str | None, today: datetime | None = None) -> str:
+    """ISO 8601 UTC from a message -> the viewer's local time (date added when not today)."""
+    if not iso:
+        return "–"
+    try:
+        when = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
+    except ValueError:
+        return redact(iso)[:19]
+    today = today or datetime.now().astimezone()
+    return when.strftime("%H:%M:%S" if when.date() == today.date() else "%m-%d %H:%M")
+
+
+def _num(value: float | None, fmt: str) -> Text:
+    return Text("–", style="dim") if value is None else Text(format(value, fmt))
+
+
+def _short_provider(name: str) -> str:
+    return name.removesuffix("ExecutionProvider") or name
+
+
+def _left_ellipsis(text: str, width: int) -> str:
+    """Keep the end of a path (the file name) when it does not fit."""
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def camera_sort_key(cam: CameraView):
+    """In alert first (highest score on top), then cameras with trouble, then the rest by name."""
+    trouble = cam.state != "streaming" or cam.quiet_for_s is not None
+    return (not cam.in_alert, -(cam.score or 0.0) if cam.in_alert else 0.0, not trouble,
+            cam.monitor, cam.name)
+
+
+def state_text(cam: CameraView) -> Text:
+    if cam.quiet_for_s is not None:
+        return Text(f"stale {fmt_duration(cam.quiet_for_s)}", style="bold yellow")
+    return Text(cam.state or "?", style=STATE_STYLES.get(cam.state, ""))
+
+
+def alert_text(cam: CameraView) -> Text:
+    if cam.in_alert:
+        return Text(f"ALERT {fmt_duration(cam.alert_for_s)}", style="bold white on red")
+    return Text("ok", style="dim green")
+
+
+class _Columns:
+    """Which camera-table columns fit in `width`, and how wide each is. Columns give way in
+    this order as the terminal narrows: monitor, rates, sparkline, then the name shrinks."""
+    STATE, SCORE_NUM, ALERT, COUNT = 12, 6, 12, 6
+    RATES = 5 + 6 + 6 + 3 * GAP
+
+    def __init__(self, width: int, cameras: Sequence[CameraView], multi_monitor: bool):
+        names = [len(redact(c.name)) for c in cameras] or [6]
+        self.name = min(24, max(6, max(names)))
+        base = self.STATE + self.SCORE_NUM + self.ALERT + self.COUNT + 4 * GAP
+        rest = width - base - self.name
+        if rest < 3:  # a very narrow terminal: the name gives way first
+            self.name = max(4, self.name - (3 - rest))
+            rest = width - base - self.name
+        self.bar = max(3, min(8, rest))
+        rest -= self.bar
+        self.monitor = 0
+        if multi_monitor:
+            mon = min(16, max(7, max(len(redact(c.monitor)) for c in cameras)))
+            if rest >= mon + GAP + self.RATES + 12:
+                self.monitor = mon
+                rest -= mon + GAP
+        self.rates = rest >= self.RATES + 12
+        if self.rates:
+            rest -= self.RATES
+        self.spark = rest - GAP if rest >= 10 else 0
+        if self.spark:
+            grow = min(16, max(0, (self.spark - 20) // 2))  # a wide terminal: a finer bar too
+            self.bar += grow
+            self.spark = min(90, self.spark - grow)
+
+
+def camera_table(cameras: Sequence[CameraView], width: int, *, max_rows: int | None = None,
+                 history_s: float = 300.0) -> Table:
+    """A row per camera, sorted by `camera_sort_key`; rows beyond `max_rows` are summed up in
+    a last line so an alert can never be hidden (alerts sort to the top)."""
+    cams = sorted(cameras, key=camera_sort_key)
+    multi = len({c.monitor for c in cams}) > 1
+    cols = _Columns(width, cams, multi)
+    table = _table()
+    if cols.monitor:
+        table.add_column("monitor", width=cols.monitor, no_wrap=True, overflow="ellipsis")
+    table.add_column("camera", width=cols.name, no_wrap=True, overflow="ellipsis")
+    table.add_column("state", width=cols.STATE, no_wrap=True, overflow="ellipsis")
+    if cols.rates:
+        table.add_column("fps", width=5, justify="right", no_wrap=True)
+        table.add_column("snip/s", width=6, justify="right", no_wrap=True)
+        table.add_column("lat ms", width=6, justify="right", no_wrap=True)
+    table.add_column("score", width=cols.SCORE_NUM + cols.bar, no_wrap=True)
+    if cols.spark:
+        table.add_column(f"last {fmt_span(history_s)}", width=cols.spark, no_wrap=True, overflow="crop")
+    table.add_column("alert", width=cols.ALERT, no_wrap=True, overflow="crop")
+    table.add_column("alerts", width=cols.COUNT, justify="right", no_wrap=True)
+
+    shown = cams if max_rows is None or len(cams) <= max_rows else cams[:max(0, max_rows - 1)]
+    for cam in shown:
+        stale = cam.quiet_for_s is not None
+        score = Text.assemble(score_text(cam.score, cam.threshold), " ",
+                              score_bar(cam.score, cam.threshold, cols.bar))
+        row = []
+        if cols.monitor:
+            row.append(Text(redact(cam.monitor), style="dim"))
+        row.append(Text(redact(cam.name), style="bold"))
+        row.append(state_text(cam))
+        if cols.rates:
+            row += [_num(cam.input_fps, ".1f"), _num(cam.snippets_per_s, ".2f"), _num(cam.latency_ms, ".0f")]
+        row.append(score)
+        if cols.spark:
+            row.append(sparkline(history_cells(cam.history, history_s, cols.spark), cam.threshold))
+        row += [alert_text(cam), Text(str(cam.alerts))]
+        # Alert rows stand out; stale rows are dimmed so old numbers do not pass for live ones.
+        style = "on grey23" if cam.in_alert and not stale else ("dim" if stale else None)
+        table.add_row(*row, style=style)
+    hidden = cams[len(shown):]
+    if hidden:
+        n_alert = sum(c.in_alert for c in hidden)
+        more = f"… {len(hidden)} more camera{'s' if len(hidden) > 1 else ''}"
+        if n_alert:
+            more += f" ({n_alert} in alert)"
+        table.add_row(*([""] * (1 if cols.monitor else 0)), Text(more, style="dim italic"))
+    return table
+
+
+def header(snap: DashboardSnapshot, width: int) -> Group:
+    """Model, providers, uptime, cameras up/total, alerts today, dropped/lost messages."""
+    models = sorted({(m.model, m.stage) for m in snap.monitors if m.model})
+    model = ", ".join(f"{name} (stage {stage})" if stage is not None else name for name, stage in models) or "–"
+    providers = []
+    for m in snap.monitors:
+        for p in m.providers:
+            if _short_provider(p) not in providers:
+                providers.append(_short_provider(p))
+    uptimes = [m.uptime_s for m in snap.monitors if m.uptime_s is not None]
+    clock = datetime.fromtimestamp(snap.wall_time).strftime("%H:%M:%S")
+    line1 = Text.assemble(
+        (" SSRL monitor ", "bold white on blue"), "  model ", (redact(model), "bold"),
+        "  providers ", (", ".join(providers) or "–", "bold"),
+        "  up ", (fmt_duration(max(uptimes)) if uptimes else "–", "bold"))
+    if len(snap.monitors) > 1:
+        line1.append_text(Text.assemble("  monitors ", (str(len(snap.monitors)), "bold")))
+    line1.append(f"  {clock}", style="dim")
+    up = sum(1 for c in snap.cameras if c.state == "streaming" and c.quiet_for_s is None)
+    total = len(snap.cameras)
+    dropped = sum(m.dropped_messages for m in snap.monitors)
+    lost = sum(m.lost_messages for m in snap.monitors)
+    line2 = Text.assemble(
+        "cameras ", (f"{up}/{total} up", "bold green" if up == total and total else "bold yellow"),
+        "  alerts today ", (str(sum(m.alerts_today for m in snap.monitors)), "bold"),
+        "  dropped ", (str(dropped), "bold red" if dropped else "bold"),
+        "  lost ", (str(lost), "bold red" if lost else "bold"))
+    if snap.malformed:
+        line2.append_text(Text.assemble("  malformed ", (str(snap.malformed), "bold red")))
+    if snap.feed:
+        line2.append_text(Text.assemble("  feed ", (redact(snap.feed), "dim")))
+    for line in (line1, line2):
+        line.no_wrap, line.overflow = True, "ellipsis"
+    parts: list = [line1, line2]
+    banner = feed_banner(snap)
+    if banner is not None:
+        parts.append(banner)
+    return Group(*parts)
+
+
+def feed_banner(snap: DashboardSnapshot) -> Text | None:
+    """Says out loud when the numbers on screen are not live."""
+    if snap.waiting:
+        text = Text(f" waiting for messages{' on ' + redact(snap.feed) if snap.feed else ''} … ",
+                    style="bold black on yellow")
+    elif snap.feed_quiet_for_s is not None:
+        text = Text(f" FEED QUIET: nothing received for {fmt_duration(snap.feed_quiet_for_s)}; "
+                    "the numbers below are the last known, not live ", style="bold black on yellow")
+    else:
+        quiet = [m for m in snap.monitors if m.quiet_for_s is not None]
+        if not quiet:
+            return None
+        names = ", ".join(f"{redact(m.monitor) or '?'} ({fmt_duration(m.quiet_for_s)})" for m in quiet)
+        text = Text(f" quiet monitors: {names}; their cameras are stale ", style="bold black on yellow")
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
+
+
+def alerts_panel(alerts: Sequence[AlertView], width: int, max_rows: int = 8) -> Group:
+    """Recent alerts, newest first: time, camera, peak score, duration, snapshot path."""
+    title = Text.assemble(("recent alerts", "bold"),
+                          (f"  ({len(alerts)})" if alerts else "  none yet", "dim"))
+    if not alerts or max_rows <= 0:
+        return Group(title)
+    table = _table()
+    cam_w = min(24, max(6, max(len(redact(a.camera)) for a in alerts)))
+    table.add_column("time", width=11, no_wrap=True)
+    table.add_column("camera", width=cam_w, no_wrap=True, overflow="ellipsis")
+    table.add_column("peak", width=6, justify="right", no_wrap=True)
+    table.add_column("duration", width=12, no_wrap=True)
+    snap_w = max(8, width - 11 - cam_w - 6 - 12 - 4 * GAP)
+    table.add_column("snapshot", width=snap_w, no_wrap=True, overflow="crop")
+    today = datetime.now().astimezone()
+    for a in alerts[:max_rows]:
+        duration = (Text(f"● live {fmt_duration(a.duration_s)}", style="bold red") if a.active
+                    else Text(fmt_duration(a.duration_s)))
+        table.add_row(fmt_clock(a.started, today), Text(redact(a.camera), style="bold red" if a.active else ""),
+                      score_text(a.peak, a.threshold), duration,
+                      Text(_left_ellipsis(redact(a.snapshot), snap_w) if a.snapshot else "–", style="dim"))
+    return Group(title, table)
+
+
+def render_dashboard(snap: DashboardSnapshot, width: int, height: int | None = None) -> Group:
+    """The whole screen, fitted to width x height: header, camera table, recent alerts."""
+    width = max(20, int(width))
+    top = header(snap, width)
+    head_lines = len(top.renderables)
+    if height is None:
+        return Group(top, Text(""), camera_table(snap.cameras, width, history_s=snap.history_s),
+                     Text(""), alerts_panel(snap.alerts, width))
+    # Lines: header, blank, table head (2), camera rows, blank, alerts title + table head (3), alert rows.
+    room = max(0, height - head_lines - 1 - 2 - 1 - 3)
+    alert_rows = min(len(snap.alerts), max(2, room // 3), 12)
+    camera_rows = max(1, room - alert_rows)
+    if len(snap.cameras) < camera_rows:
+        alert_rows = min(len(snap.alerts), room - len(snap.cameras), 12)
+    return Group(top, Text(""),
+                 camera_table(snap.cameras, width, max_rows=camera_rows, history_s=snap.history_s),
+                 Text(""), alerts_panel(snap.alerts, width, max(0, alert_rows)))
+
+
+class DashboardView:
+    """A renderable that fits itself to whatever size the terminal has at draw time, which
+    is what makes the live view survive resizes."""
+
+    def __init__(self, snap: DashboardSnapshot):
+        self.snap = snap
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield render_dashboard(self.snap, options.max_width, options.height or console.height)
