@@ -208,8 +208,9 @@ def attach_dashboard(publisher: Any, info: Any = None, *, console: Console | Non
 
     `info` (a mapping or an object; every key optional) seeds the header until the first
     `status` heartbeat: `monitor` (id), `model` (name, or {name, stage, providers}), `stage`,
-    `providers`, `cameras` (names), `endpoint` (where the PUB socket listens), `on_quit`
-    (called on `q`; default: SIGINT to this process, i.e. the monitor's Ctrl-C path).
+    `providers`, `cameras` (names, or mappings with `camera`), `endpoint` (where the PUB socket
+    listens), `status_interval` (the heartbeat period; staleness waits for two missed ones),
+    `on_quit` or `stop` (called on `q`; default: SIGINT to this process, the monitor's Ctrl-C path).
     When stdout is not a terminal nothing is drawn (unless `force`) and the handle is inert.
     """
     console = console or Console()
@@ -222,8 +223,18 @@ def attach_dashboard(publisher: Any, info: Any = None, *, console: Console | Non
         name, stage, providers = model or "", None, ()
     stage = _get(info, "stage", stage)
     providers = _get(info, "providers", providers) or ()
-    cameras = [c if isinstance(c, str) else getattr(c, "name", str(c)) for c in (_get(info, "cameras") or ())]
+    cameras = []
+    for c in _get(info, "cameras") or ():
+        if isinstance(c, Mapping):
+            c = c.get("camera") or c.get("name")
+        elif not isinstance(c, str):
+            c = getattr(c, "name", None)
+        if c:
+            cameras.append(str(c))
     endpoint = _get(info, "endpoint")
+    interval = _get(info, "status_interval")
+    if isinstance(interval, (int, float)) and interval > 0:
+        stale_after = max(stale_after, 2.5 * interval)  # two missed heartbeats before "quiet"
     state = DashboardState(stale_after=stale_after, history_s=history_s,
                            feed=f"this monitor{', publishing on ' + str(endpoint) if endpoint else ''}")
     state.announce(monitor=str(_get(info, "monitor", "") or ""), model=str(name or ""),
@@ -246,7 +257,7 @@ def attach_dashboard(publisher: Any, info: Any = None, *, console: Console | Non
     def main() -> None:
         try:
             run_live(state, pump, handle.stop_event, console=console, refresh_hz=refresh_hz,
-                     on_quit=_get(info, "on_quit") or _default_quit)
+                     on_quit=_get(info, "on_quit") or _get(info, "stop") or _default_quit)
         except BaseException as exc:  # never take the engine down; say why the screen went away
             handle.error = exc
             print(f"dashboard stopped: {type(exc).__name__}: {exc}", file=sys.stderr)

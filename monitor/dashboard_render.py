@@ -26,10 +26,10 @@ GAP = 2                       # characters between two table columns (one box se
 NEAR = 0.75                   # a score above NEAR * threshold is shown as "getting close"
 OK_STYLE, NEAR_STYLE, HOT_STYLE = "green", "yellow", "bold red"
 STATE_STYLES = {"streaming": "green", "reconnecting": "yellow", "stalled": "bold red",
-                "starting": "dim", "down": "bold red"}
+                "starting": "dim", "ended": "dim"}
 
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
-_SECRET_PARAM = re.compile(r"(?i)\b(pass(?:word)?|pwd|passwd|token|secret|api_?key|auth|key|user(?:name)?)=([^&\s]*)")
+_SECRET_PARAM = re.compile(r"(?i)\b(pass(?:word)?|pwd|pw|passwd|token|secret|api_?key|auth|key|user(?:name)?)=([^&\s]*)")
 
 
 def redact(text: str | None) -> str:
@@ -255,12 +255,12 @@ def camera_table(cameras: Sequence[CameraView], width: int, *, max_rows: int | N
         style = "on grey23" if cam.in_alert and not stale else ("dim" if stale else None)
         table.add_row(*row, style=style)
     hidden = cams[len(shown):]
-    if hidden:
+    if hidden:  # one line under the table (a caption), since a table cell is too narrow for it
         n_alert = sum(c.in_alert for c in hidden)
         more = f"… {len(hidden)} more camera{'s' if len(hidden) > 1 else ''}"
         if n_alert:
             more += f" ({n_alert} in alert)"
-        table.add_row(*([""] * (1 if cols.monitor else 0)), Text(more, style="dim italic"))
+        table.caption, table.caption_justify, table.caption_style = more, "left", "dim italic"
     return table
 
 

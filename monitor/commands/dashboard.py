@@ -34,11 +34,6 @@ def run(args: argparse.Namespace) -> int:
         if not getattr(args, name) > 0:
             print(f"error: --{name.replace('_', '-')} must be > 0, got {getattr(args, name)}", file=sys.stderr)
             return 2
-    console = Console()
-    if not console.is_terminal:
-        print("error: the dashboard draws on a terminal and stdout is not one "
-              "(run it in a terminal, or use 'run_monitor.py subscribe' for a line per message)", file=sys.stderr)
-        return 2
     endpoints = args.connect or [DEFAULT_ENDPOINT]
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
@@ -52,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"error: --connect {redact(endpoint)!r}: {exc} "
                       "(expected e.g. tcp://HOST:PORT or ipc:///path)", file=sys.stderr)
                 return 2
+        console = Console()
+        if not console.is_terminal:
+            print("error: the dashboard draws on a terminal and stdout is not one "
+                  "(run it in a terminal, or use 'run_monitor.py subscribe' for a line per message)", file=sys.stderr)
+            return 2
         state = DashboardState(stale_after=args.stale_after, history_s=args.history,
                                feed=", ".join(endpoints))
         try:
