@@ -193,6 +193,7 @@ class Engine:
         self.error: BaseException | None = None
         self.batches = 0
         self.snippets_scored = 0
+        self.shared_batches = 0  # batches that held snippets of more than one camera
         self.batch_sizes: deque = deque(maxlen=256)
         self.cameras: list[CameraState] = [self._camera(c) for c in config.cameras]
 
@@ -266,10 +267,15 @@ class Engine:
         with self._cond:
             self._cond.notify_all()
 
-    def join(self, timeout: float = 1.5) -> None:
+    def join(self, timeout: float = 1.5) -> bool:
+        """Wait for the engine's and the readers' threads; False if one is still running (a
+        read blocked in a dead stream), in which case the process must not wait for it."""
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        for cam in self.cameras:
+            cam.source.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads) and not any(c.source.alive for c in self.cameras)
 
     def close_alerts(self) -> None:
         """End open alerts (logged and published) as the monitor stops."""
@@ -367,6 +373,7 @@ class Engine:
             steps.append(cam.window.push(f, Reported(info, keyframe)))
         scores = score_windows(self._temporal, [step.window for step in steps])
         self.batches += 1
+        self.shared_batches += len({id(cam) for cam, _ in batch}) > 1
         self.snippets_scored += n
         self.batch_sizes.append(n)
         for (cam, _), step, s in zip(batch, steps, scores):
@@ -466,7 +473,7 @@ class Engine:
             "uptime_s": round(now - self.started, 1),
             "model": {**self.model_info, "providers": self.bundle.providers, "window": self.window},
             "dropped_messages": self.publisher.dropped, "alerts_today": self.alerts_today, "cameras": cameras,
-            "engine": {"batches": self.batches, "snippets": self.snippets_scored,
+            "engine": {"batches": self.batches, "shared_batches": self.shared_batches, "snippets": self.snippets_scored,
                        "mean_batch": round(float(np.mean(sizes)), 2) if sizes else None,
                        "max_batch": max(sizes) if sizes else None, "batch_limit": self.config.engine.max_batch},
         }

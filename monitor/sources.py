@@ -191,9 +191,9 @@ class CameraSource:
         """Frames per second over the last few seconds."""
         with self._lock:
             recent = [t for t in self._recent if t > time.time() - 5.0]
-        if len(recent) < 2:
-            return 0.0
-        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+        if len(recent) < 2 or recent[-1] - recent[0] < 1.0:
+            return 0.0  # too short a span to tell (a stream's first frames come in a burst)
+        return (len(recent) - 1) / (recent[-1] - recent[0])
 
     # ------------------------------------------------------------------ thread
     def start(self) -> "CameraSource":
@@ -205,6 +205,10 @@ class CameraSource:
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     @property
     def ended(self) -> bool:

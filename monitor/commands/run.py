@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import signal
 import sys
@@ -252,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         # Within 2 s of a signal: stop reading and scoring, end open alerts, flush the log.
         engine.stop()
-        engine.join(1.0)
+        clean = engine.join(1.0)
         engine.close_alerts()
         try:
             engine.publish_status()
@@ -262,5 +263,16 @@ def run(args: argparse.Namespace) -> int:
         if dashboard is not None:
             dashboard.stop()
         publisher.close()
-        log.info("stopped; %d alert events in %s", event_log.written, config.log.events)
+        sizes = list(engine.batch_sizes)
+        log.info("stopped; %d snippets in %d batches (mean %.2f, max %d snippets per batch, %d shared by "
+                 "cameras), %d dropped; %d alert events in %s", engine.snippets_scored, engine.batches,
+                 sum(sizes) / len(sizes) if sizes else 0.0, max(sizes) if sizes else 0, engine.shared_batches,
+                 sum(c.dropped for c in engine.cameras), event_log.written, config.log.events)
+    if not clean:
+        # A reader is stuck in a blocking read of a dead stream: everything is flushed, and
+        # waiting for it (or letting the interpreter tear it down) could hang or abort.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
