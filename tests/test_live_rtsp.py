@@ -1,0 +1,94 @@
+"""A real RTSP stream on loopback (GStreamer's RTSP server, `tests/live_rtsp_server.py`)
+scored live by a subprocess of run_monitor.py; the server stopped and started again, and the
+monitor recovering on its own. Needs /usr/bin/python3 with python3-gi and
+gir1.2-gst-rtsp-server-1.0 (installed by tools/test.sh); skipped, saying so, without them."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.factories import cached_bundle
+from tests.live_helpers import ROOT, Process, Subscriber, endpoint, free_port, monitor, write_config
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _have_gst_rtsp() -> bool:
+    if not shutil.which(SYSTEM_PYTHON):
+        return False
+    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+             "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+             "assert all(Gst.ElementFactory.find(e) for e in ('videotestsrc', 'jpegenc', 'rtpjpegpay'))")
+    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
+
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not _have_gst_rtsp(), reason="GStreamer RTSP server (python3-gi, "
+                                 "gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-good) not installed")]
+
+
+def rtsp_server(workdir, port: int, name: str) -> Process:
+    server = Process([str(ROOT / "tests" / "live_rtsp_server.py"), str(port)], workdir, name, python=SYSTEM_PYTHON)
+    deadline = time.monotonic() + 60
+    while "ready" not in server.stdout():
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"RTSP server did not start: {server.stderr()}")
+        time.sleep(0.05)
+    return server
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_rtsp_stream_scored_live_and_recovers_after_the_server_restarts(tmp_path, transport):
+    bundle = cached_bundle()
+    port = free_port()
+    url = f"rtsp://viewer:s3cret-word@127.0.0.1:{port}/test"  # credentials that must never show
+    ep = endpoint()
+    config = write_config(tmp_path / "rtsp.toml", f"""
+[monitor]
+id = "e2e-rtsp"
+status_interval = 0.5
+camera_debounce_s = 0.5
+[model]
+path = "{bundle}"
+[publish]
+endpoint = "{ep}"
+[log]
+events = "{tmp_path / 'events.jsonl'}"
+[[cameras]]
+name = "gate"
+url = "{url}"
+transport = "{transport}"
+stall_timeout_s = 2.0
+backoff_initial_s = 0.2
+backoff_max_s = 1.0
+""")
+    server = rtsp_server(tmp_path, port, "rtsp1")
+    sub = Subscriber(ep)
+    proc = monitor(tmp_path, "--config", str(config), "--no-dashboard")
+    try:
+        sub.wait_for(lambda ms: len(sub.of("score.gate")) >= 3, "live scores from the RTSP stream", process=proc)
+        server.terminate()
+        down = sub.wait_for(lambda ms: [m for m in sub.of("camera.gate") if m["event"] == "down"],
+                            "a camera down event", process=proc)[0]
+        scored_before = len(sub.of("score.gate"))
+        server = rtsp_server(tmp_path, port, "rtsp2")
+        up = sub.wait_for(lambda ms: [m for m in sub.of("camera.gate") if m["event"] == "up"],
+                          "a camera up event", process=proc)[0]
+        sub.wait_for(lambda ms: len(sub.of("score.gate")) >= scored_before + 3, "scores after the restart",
+                     process=proc)
+        assert proc.terminate() == 0, proc.stderr()
+    finally:
+        proc.kill()
+        server.kill()
+        sub.close()
+    assert down["state"] in ("reconnecting", "stalled") and up["state"] == "streaming"
+    status = [m for m in sub.of("status") if m["cameras"][0]["state"] == "streaming"]
+    assert status and status[-1]["cameras"][0]["snippets_per_s"] > 0
+    assert status[-1]["cameras"][0]["source"] == f"rtsp://***@127.0.0.1:{port}/test"
+    scores = sub.of("score.gate")
+    assert [m["snippet"] for m in scores] == sorted(m["snippet"] for m in scores)
+    everything = "".join(frames[1].decode() for _, _, frames in sub.messages) + proc.stderr() + proc.stdout()
+    assert "s3cret" not in everything and "viewer" not in everything
