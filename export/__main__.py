@@ -35,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # whole lines: error messages stay greppable
     if args.checkpoint is None and args.backbone is None:
         console.print("[red]error:[/] give --checkpoint and/or --backbone")
         return 2

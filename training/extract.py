@@ -199,7 +199,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # whole lines: error messages stay greppable
     try:
         bundle = Bundle(args.model, providers=args.providers)
         if not bundle.has_backbone:
