@@ -13,16 +13,16 @@ import re
 from datetime import datetime
 from typing import Iterable, Sequence
 
-from rich import box
-from rich.console import Console, ConsoleOptions, Group, RenderResult
-from rich.table import Table
+import numpy as np
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from monitor.dashboard_state import AlertView, CameraView, DashboardSnapshot
 
 SPARK = "▁▂▃▄▅▆▇█"
 PARTIAL = " ▏▎▍▌▋▊▉"          # 0..7 eighths of a cell, for a smooth bar
-GAP = 2                       # characters between two table columns (one box separator, one padding)
+GAP = 2                       # spaces between two columns
+ALERT_ROW_STYLE = "on grey23"
 NEAR = 0.75                   # a score above NEAR * threshold is shown as "getting close"
 OK_STYLE, NEAR_STYLE, HOT_STYLE = "green", "yellow", "bold red"
 STATE_STYLES = {"streaming": "green", "reconnecting": "yellow", "stalled": "bold red",
@@ -63,50 +63,53 @@ def score_bar(score: float | None, threshold: float | None, width: int) -> Text:
     if score is None:
         return Text("·" * width, style="dim")
     score = min(max(score, 0.0), 1.0)
-    eighths = int(round(score * width * 8))
-    full, part = divmod(eighths, 8)
+    full, part = divmod(int(round(score * width * 8)), 8)
+    filled = "█" * full + (PARTIAL[part] if part and full < width else "")
     mark = None if threshold is None else min(width - 1, max(0, int(threshold * width)))
-    style = _level_style(score, threshold)
-    text = Text()
-    for i in range(width):
-        if i < full:
-            text.append("█", style)
-        elif i == full and part:
-            text.append(PARTIAL[part], style)
-        elif i == mark:
-            text.append("┃", "bold bright_white")
-        else:
-            text.append("─", "grey37")
+    text = Text(filled, style=_level_style(score, threshold))   # one span per run: cheap to draw
+    rest = width - len(filled)
+    if mark is not None and mark >= len(filled):
+        text.append("─" * (mark - len(filled)), "grey37")
+        text.append("┃", "bold bright_white")
+        text.append("─" * (width - mark - 1), "grey37")
+    elif rest:
+        text.append("─" * rest, "grey37")
     return text
 
 
-def history_cells(history: Iterable[tuple[float, float]], span_s: float, width: int) -> list[float | None]:
+def history_cells(history, span_s: float, width: int) -> list[float | None]:
     """Bucket (age in seconds, score) points into `width` cells covering the last `span_s`
     seconds, newest on the right; each cell keeps its highest score so a short spike survives."""
     width = max(1, int(width))
-    cells: list[float | None] = [None] * width
-    step = span_s / width
-    for age, score in history:
-        if age < 0 or age > span_s:
-            continue
-        i = width - 1 - min(width - 1, int(age / step))
-        if cells[i] is None or score > cells[i]:
-            cells[i] = score
-    return cells
+    points = np.asarray(history, dtype=np.float64).reshape(-1, 2)
+    points = points[(points[:, 0] >= 0) & (points[:, 0] <= span_s)]
+    if not len(points):
+        return [None] * width
+    index = width - 1 - np.minimum(width - 1, (points[:, 0] / (span_s / width)).astype(np.int64))
+    cells = np.full(width, -np.inf)
+    np.maximum.at(cells, index, points[:, 1])
+    return [None if v == -np.inf else float(v) for v in cells]
 
 
 def sparkline(values: Sequence[float | None], threshold: float | None = None) -> Text:
     """One character per value: ▁ (0) to █ (1), a blank where there was no score, red where
     the score reached the threshold."""
     text = Text()
+    run, run_style = [], None
     for v in values:
         if v is None or (isinstance(v, float) and math.isnan(v)):
-            text.append(" ")
-            continue
-        v = min(max(v, 0.0), 1.0)
-        level = min(len(SPARK) - 1, int(v * len(SPARK)))
-        style = HOT_STYLE if threshold is not None and v >= threshold else "cyan"
-        text.append(SPARK[level], style)
+            char, style = " ", None
+        else:
+            v = min(max(v, 0.0), 1.0)
+            char = SPARK[min(len(SPARK) - 1, int(v * len(SPARK)))]
+            style = HOT_STYLE if threshold is not None and v >= threshold else "cyan"
+        if style != run_style and run:
+            text.append("".join(run), run_style)
+            run = []
+        run.append(char)
+        run_style = style
+    if run:
+        text.append("".join(run), run_style)
     return text
 
 
@@ -129,12 +132,6 @@ def fmt_span(seconds: float) -> str:
     if s % 3600 == 0 and s >= 3600:
         return f"{s // 3600} h"
     return f"{s // 60} min" if s % 60 == 0 and s >= 60 else f"{s} s"
-
-
-def _table() -> Table:
-    # One blank box separator plus one padding cell between columns, none at the edges.
-    return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 0, 0, 1),
-                 expand=False, header_style="bold")
 
 
 def fmt_clock(iso: str | None, today: datetime | None = None) -> str:
@@ -213,58 +210,85 @@ class _Columns:
             self.spark = min(90, self.spark - grow)
 
 
-def camera_table(cameras: Sequence[CameraView], width: int, *, max_rows: int | None = None,
-                 history_s: float = 300.0) -> Table:
-    """A row per camera, sorted by `camera_sort_key`; rows beyond `max_rows` are summed up in
-    a last line so an alert can never be hidden (alerts sort to the top)."""
-    cams = sorted(cameras, key=camera_sort_key)
-    multi = len({c.monitor for c in cams}) > 1
-    cols = _Columns(width, cams, multi)
-    table = _table()
-    if cols.monitor:
-        table.add_column("monitor", width=cols.monitor, no_wrap=True, overflow="ellipsis")
-    table.add_column("camera", width=cols.name, no_wrap=True, overflow="ellipsis")
-    table.add_column("state", width=cols.STATE, no_wrap=True, overflow="ellipsis")
-    if cols.rates:
-        table.add_column("fps", width=5, justify="right", no_wrap=True)
-        table.add_column("snip/s", width=6, justify="right", no_wrap=True)
-        table.add_column("lat ms", width=6, justify="right", no_wrap=True)
-    table.add_column("score", width=cols.SCORE_NUM + cols.bar, no_wrap=True)
-    if cols.spark:
-        table.add_column(f"last {fmt_span(history_s)}", width=cols.spark, no_wrap=True, overflow="crop")
-    table.add_column("alert", width=cols.ALERT, no_wrap=True, overflow="crop")
-    table.add_column("alerts", width=cols.COUNT, justify="right", no_wrap=True)
+class _Grid:
+    """Fixed-width columns laid out by hand: each row is one Text line.
 
+    rich's Table measures and pads every cell on every frame; a dashboard redrawn four times a
+    second inside the monitor cannot afford that, and the widths are known anyway."""
+
+    def __init__(self, columns: Sequence[tuple[str, int, str]]):
+        self.columns = [(title, width, justify) for title, width, justify in columns if width > 0]
+        self.width = sum(w for _, w, _ in self.columns) + GAP * (len(self.columns) - 1)
+
+    def line(self, cells: Sequence[Text | str], style: str = "") -> Text:
+        out = Text(style=style, no_wrap=True, overflow="crop", end="")
+        for i, (cell, (_, width, justify)) in enumerate(zip(cells, self.columns)):
+            if i:
+                out.append(" " * GAP)
+            cell = Text(cell) if isinstance(cell, str) else cell.copy()
+            if cell.cell_len > width:
+                cell.truncate(width, overflow="ellipsis")
+            pad = " " * (width - cell.cell_len)
+            if justify == "right":
+                out.append(pad)
+                out.append_text(cell)
+            else:
+                out.append_text(cell)
+                out.append(pad)
+        return out
+
+    def head(self) -> list[Text]:
+        return [self.line([Text(title, style="bold") for title, _, _ in self.columns]),
+                Text("─" * self.width, style="grey37", no_wrap=True, overflow="crop", end="")]
+
+
+def camera_grid(cameras: Sequence[CameraView], width: int, history_s: float = 300.0) -> tuple[_Grid, _Columns]:
+    cols = _Columns(width, cameras, len({c.monitor for c in cameras}) > 1)
+    rates = 1 if cols.rates else 0
+    return _Grid([("monitor", cols.monitor, "left"), ("camera", cols.name, "left"),
+                  ("state", cols.STATE, "left"), ("fps", 5 * rates, "right"), ("snip/s", 6 * rates, "right"),
+                  ("lat ms", 6 * rates, "right"), ("score", cols.SCORE_NUM + cols.bar, "left"),
+                  (f"last {fmt_span(history_s)}", cols.spark, "left"), ("alert", cols.ALERT, "left"),
+                  ("alerts", cols.COUNT, "right")]), cols
+
+
+def camera_row(cam: CameraView, grid: _Grid, cols: _Columns, history_s: float = 300.0) -> Text:
+    stale = cam.quiet_for_s is not None
+    cells: list[Text | str] = []
+    if cols.monitor:
+        cells.append(Text(redact(cam.monitor), style="dim"))
+    cells += [Text(redact(cam.name), style="bold"), state_text(cam)]
+    if cols.rates:
+        cells += [_num(cam.input_fps, ".1f"), _num(cam.snippets_per_s, ".2f"), _num(cam.latency_ms, ".0f")]
+    cells.append(Text.assemble(score_text(cam.score, cam.threshold), " ",
+                               score_bar(cam.score, cam.threshold, cols.bar)))
+    if cols.spark:
+        cells.append(sparkline(history_cells(cam.history, history_s, cols.spark), cam.threshold))
+    cells += [alert_text(cam), str(cam.alerts)]
+    # Alert rows stand out; stale rows are dimmed so old numbers do not pass for live ones.
+    return grid.line(cells, style=ALERT_ROW_STYLE if cam.in_alert and not stale else ("dim" if stale else ""))
+
+
+def camera_table(cameras: Sequence[CameraView], width: int, *, max_rows: int | None = None,
+                 history_s: float = 300.0) -> list[Text]:
+    """Title lines and a line per camera, sorted by `camera_sort_key`; cameras beyond
+    `max_rows` are summed up in a last line (alerts sort to the top, so none is hidden)."""
+    cams = sorted(cameras, key=camera_sort_key)
+    grid, cols = camera_grid(cams, width, history_s)
+    lines = grid.head()
     shown = cams if max_rows is None or len(cams) <= max_rows else cams[:max(0, max_rows - 1)]
-    for cam in shown:
-        stale = cam.quiet_for_s is not None
-        score = Text.assemble(score_text(cam.score, cam.threshold), " ",
-                              score_bar(cam.score, cam.threshold, cols.bar))
-        row = []
-        if cols.monitor:
-            row.append(Text(redact(cam.monitor), style="dim"))
-        row.append(Text(redact(cam.name), style="bold"))
-        row.append(state_text(cam))
-        if cols.rates:
-            row += [_num(cam.input_fps, ".1f"), _num(cam.snippets_per_s, ".2f"), _num(cam.latency_ms, ".0f")]
-        row.append(score)
-        if cols.spark:
-            row.append(sparkline(history_cells(cam.history, history_s, cols.spark), cam.threshold))
-        row += [alert_text(cam), Text(str(cam.alerts))]
-        # Alert rows stand out; stale rows are dimmed so old numbers do not pass for live ones.
-        style = "on grey23" if cam.in_alert and not stale else ("dim" if stale else None)
-        table.add_row(*row, style=style)
+    lines += [camera_row(cam, grid, cols, history_s) for cam in shown]
     hidden = cams[len(shown):]
-    if hidden:  # one line under the table (a caption), since a table cell is too narrow for it
+    if hidden:
         n_alert = sum(c.in_alert for c in hidden)
         more = f"… {len(hidden)} more camera{'s' if len(hidden) > 1 else ''}"
         if n_alert:
             more += f" ({n_alert} in alert)"
-        table.caption, table.caption_justify, table.caption_style = more, "left", "dim italic"
-    return table
+        lines.append(Text(more, style="dim italic", no_wrap=True, overflow="crop", end=""))
+    return lines
 
 
-def header(snap: DashboardSnapshot, width: int) -> Group:
+def header(snap: DashboardSnapshot, width: int) -> list[Text]:
     """Model, providers, uptime, cameras up/total, alerts today, dropped/lost messages."""
     models = sorted({(m.model, m.stage) for m in snap.monitors if m.model})
     model = ", ".join(f"{name} (stage {stage})" if stage is not None else name for name, stage in models) or "–"
@@ -296,15 +320,17 @@ def header(snap: DashboardSnapshot, width: int) -> Group:
     if snap.feed:
         line2.append_text(Text.assemble("  feed ", (redact(snap.feed), "dim")))
     for line in (line1, line2):
-        line.no_wrap, line.overflow = True, "ellipsis"
-    parts: list = [line1, line2]
-    banner = feed_banner(snap)
+        line.no_wrap, line.overflow, line.end = True, "ellipsis", ""
+        if line.cell_len > width:
+            line.truncate(width, overflow="ellipsis")
+    parts = [line1, line2]
+    banner = feed_banner(snap, width)
     if banner is not None:
         parts.append(banner)
-    return Group(*parts)
+    return parts
 
 
-def feed_banner(snap: DashboardSnapshot) -> Text | None:
+def feed_banner(snap: DashboardSnapshot, width: int = 200) -> Text | None:
     """Says out loud when the numbers on screen are not live."""
     if snap.waiting:
         text = Text(f" waiting for messages{' on ' + redact(snap.feed) if snap.feed else ''} … ",
@@ -318,51 +344,54 @@ def feed_banner(snap: DashboardSnapshot) -> Text | None:
             return None
         names = ", ".join(f"{redact(m.monitor) or '?'} ({fmt_duration(m.quiet_for_s)})" for m in quiet)
         text = Text(f" quiet monitors: {names}; their cameras are stale ", style="bold black on yellow")
-    text.no_wrap, text.overflow = True, "ellipsis"
+    text.no_wrap, text.overflow, text.end = True, "ellipsis", ""
+    if text.cell_len > width:
+        text.truncate(width, overflow="ellipsis")
     return text
 
 
-def alerts_panel(alerts: Sequence[AlertView], width: int, max_rows: int = 8) -> Group:
+def alerts_panel(alerts: Sequence[AlertView], width: int, max_rows: int = 8) -> list[Text]:
     """Recent alerts, newest first: time, camera, peak score, duration, snapshot path."""
-    title = Text.assemble(("recent alerts", "bold"),
-                          (f"  ({len(alerts)})" if alerts else "  none yet", "dim"))
+    title = Text.assemble(("recent alerts", "bold"), (f"  ({len(alerts)})" if alerts else "  none yet", "dim"),
+                          no_wrap=True, overflow="crop", end="")
     if not alerts or max_rows <= 0:
-        return Group(title)
-    table = _table()
+        return [title]
     cam_w = min(24, max(6, max(len(redact(a.camera)) for a in alerts)))
-    table.add_column("time", width=11, no_wrap=True)
-    table.add_column("camera", width=cam_w, no_wrap=True, overflow="ellipsis")
-    table.add_column("peak", width=6, justify="right", no_wrap=True)
-    table.add_column("duration", width=12, no_wrap=True)
     snap_w = max(8, width - 11 - cam_w - 6 - 12 - 4 * GAP)
-    table.add_column("snapshot", width=snap_w, no_wrap=True, overflow="crop")
+    grid = _Grid([("time", 11, "left"), ("camera", cam_w, "left"), ("peak", 6, "right"),
+                  ("duration", 12, "left"), ("snapshot", snap_w, "left")])
     today = datetime.now().astimezone()
+    lines = [title, *grid.head()]
     for a in alerts[:max_rows]:
         duration = (Text(f"● live {fmt_duration(a.duration_s)}", style="bold red") if a.active
                     else Text(fmt_duration(a.duration_s)))
-        table.add_row(fmt_clock(a.started, today), Text(redact(a.camera), style="bold red" if a.active else ""),
-                      score_text(a.peak, a.threshold), duration,
-                      Text(_left_ellipsis(redact(a.snapshot), snap_w) if a.snapshot else "–", style="dim"))
-    return Group(title, table)
+        lines.append(grid.line([
+            fmt_clock(a.started, today), Text(redact(a.camera), style="bold red" if a.active else ""),
+            score_text(a.peak, a.threshold), duration,
+            Text(_left_ellipsis(redact(a.snapshot), snap_w) if a.snapshot else "–", style="dim")]))
+    return lines
 
 
-def render_dashboard(snap: DashboardSnapshot, width: int, height: int | None = None) -> Group:
-    """The whole screen, fitted to width x height: header, camera table, recent alerts."""
+def render_dashboard(snap: DashboardSnapshot, width: int, height: int | None = None) -> Text:
+    """The whole screen as one Text, fitted to width x height: header, cameras, recent alerts."""
     width = max(20, int(width))
     top = header(snap, width)
-    head_lines = len(top.renderables)
     if height is None:
-        return Group(top, Text(""), camera_table(snap.cameras, width, history_s=snap.history_s),
-                     Text(""), alerts_panel(snap.alerts, width))
-    # Lines: header, blank, table head (2), camera rows, blank, alerts title + table head (3), alert rows.
-    room = max(0, height - head_lines - 1 - 2 - 1 - 3)
-    alert_rows = min(len(snap.alerts), max(2, room // 3), 12)
-    camera_rows = max(1, room - alert_rows)
-    if len(snap.cameras) < camera_rows:
-        alert_rows = min(len(snap.alerts), room - len(snap.cameras), 12)
-    return Group(top, Text(""),
-                 camera_table(snap.cameras, width, max_rows=camera_rows, history_s=snap.history_s),
-                 Text(""), alerts_panel(snap.alerts, width, max(0, alert_rows)))
+        cams = camera_table(snap.cameras, width, history_s=snap.history_s)
+        alerts = alerts_panel(snap.alerts, width)
+    else:
+        # Lines: header, blank, camera titles (2), camera rows, blank, alerts title + titles (3), alert rows.
+        room = max(0, height - len(top) - 1 - 2 - 1 - 3)
+        alert_rows = min(len(snap.alerts), max(2, room // 3), 12)
+        camera_rows = max(1, room - alert_rows)
+        if len(snap.cameras) < camera_rows:
+            alert_rows = min(len(snap.alerts), room - len(snap.cameras), 12)
+        cams = camera_table(snap.cameras, width, max_rows=camera_rows, history_s=snap.history_s)
+        alerts = alerts_panel(snap.alerts, width, max(0, alert_rows))
+    blank = Text("", end="")
+    screen = Text("\n", no_wrap=True, overflow="crop", end="").join([*top, blank, *cams, blank, *alerts])
+    screen.end = "\n"
+    return screen
 
 
 class DashboardView:

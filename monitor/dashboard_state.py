@@ -18,6 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 SCHEMA = 1
 TYPES = ("alert", "score", "camera", "status")
 # Camera states of the contract, plus `starting` for a camera announced by the embedding
@@ -44,7 +46,7 @@ class CameraView:
     in_alert: bool
     alert_for_s: float | None        # seconds in the current alert, None when not in alert
     alerts: int
-    history: tuple[tuple[float, float], ...]  # (age in seconds, score), oldest first
+    history: np.ndarray              # [n, 2] float: (age in seconds, score), oldest first
     quiet_for_s: float | None        # seconds since anything was heard about it, when stale
 
 
@@ -404,7 +406,9 @@ class DashboardState:
                                         quiet(m.last_seen)))
         cameras = []
         for c in self._cameras.values():
-            history = tuple((now - t, s) for t, s in c.history if now - t <= self.history_s)
+            history = np.array(c.history, dtype=np.float64).reshape(-1, 2)
+            history[:, 0] = now - history[:, 0]
+            history = history[history[:, 0] <= self.history_s]
             # A camera is stale when neither it nor its monitor's heartbeat has been heard lately.
             mon = self._monitors[c.monitor]
             seen = max((t for t in (c.last_seen, mon.last_seen) if t is not None), default=None)

@@ -4,13 +4,16 @@ from datetime import datetime, timezone
 
 import pytest
 from rich.console import Console
+from rich.text import Text
 
-from monitor.dashboard_render import (SPARK, alerts_panel, camera_table, fmt_clock, fmt_duration, header,
+from monitor.dashboard_render import (ALERT_ROW_STYLE, SPARK, alerts_panel, camera_table, fmt_clock, fmt_duration, header,
                                       history_cells, redact, render_dashboard, score_bar, sparkline)
 from monitor.dashboard_state import AlertView, CameraView, DashboardSnapshot, MonitorView
 
 
 def draw(renderable, width=120, height=None) -> str:
+    if isinstance(renderable, list):   # lines of Text
+        renderable = Text("\n").join(renderable)
     console = Console(file=io.StringIO(), width=width, height=height or 50, record=True,
                       color_system="truecolor", legacy_windows=False)
     console.print(renderable)
@@ -19,7 +22,7 @@ def draw(renderable, width=120, height=None) -> str:
 
 def cell_styles(text):
     """The style name of every character of a rich Text built with append(char, style)."""
-    out = [""] * len(text.plain)
+    out = [str(text.style)] * len(text.plain)
     for span in text.spans:
         for i in range(span.start, span.end):
             out[i] = str(span.style)
@@ -106,10 +109,10 @@ def test_cameras_in_alert_sort_to_the_top_and_stand_out():
             camera("yyy-hotter", score=0.97, in_alert=True, alert_for=5.0)]
     table = camera_table(cams, width=140)
     lines = [line for line in draw(table, width=140).splitlines() if line.strip()][2:]
+    styles = [str(line.style) for line in table[2:]]
     assert [line.split()[0] for line in lines] == ["yyy-hotter", "zzz-hot", "bbb-down", "aaa-quiet"]
     assert "ALERT 1m15s" in lines[1] and "ALERT" not in lines[3]
-    assert table.rows[0].style == table.rows[1].style and table.rows[0].style is not None   # highlighted
-    assert table.rows[3].style is None
+    assert styles[0] == styles[1] == ALERT_ROW_STYLE and styles[2] == styles[3] == ""   # alert rows stand out
 
 
 def test_stale_camera_says_so():
