@@ -194,6 +194,7 @@ class Engine:
         self.batches = 0
         self.snippets_scored = 0
         self.shared_batches = 0  # batches that held snippets of more than one camera
+        self.seconds: dict[str, float] = {}  # time spent per part of scoring, for benchmarks
         self.batch_sizes: deque = deque(maxlen=256)
         self.cameras: list[CameraState] = [self._camera(c) for c in config.cameras]
 
@@ -354,7 +355,9 @@ class Engine:
         m = self.bundle.manifest
         c, p = m.crops, sum(m.patches)
         n = len(batch)
+        t0 = time.perf_counter()
         prepared = [self.preprocessor.snippet(s.frames) for _, s in batch]
+        t1 = time.perf_counter()
         crop_clips = np.concatenate([crops for crops, _ in prepared])
         if m.stage > 1:
             patch_clips = np.concatenate([patches for _, patches in prepared])
@@ -366,12 +369,16 @@ class Engine:
             fused = self._spatial(crop_f.reshape(n, c, -1), patch_f.reshape(n, p, -1))
         else:
             fused = self._backbone(crop_clips).reshape(n, c, -1)
+        t2 = time.perf_counter()
         steps = []
         for (cam, snippet), f in zip(batch, fused):
             info = SnippetInfo(snippet.index, snippet.first_frame, snippet.last_frame, snippet.first_ts, snippet.last_ts)
             keyframe = snippet.keyframe.copy() if cam.policy.snapshot_dir else None
             steps.append(cam.window.push(f, Reported(info, keyframe)))
         scores = score_windows(self._temporal, [step.window for step in steps])
+        t3 = time.perf_counter()
+        for key, dt in (("preprocess", t1 - t0), ("backbone+spatial", t2 - t1), ("temporal", t3 - t2)):
+            self.seconds[key] = self.seconds.get(key, 0.0) + dt
         self.batches += 1
         self.shared_batches += len({id(cam) for cam, _ in batch}) > 1
         self.snippets_scored += n

@@ -86,6 +86,7 @@ pace = true
     assert by_snippet[9]["in_alert"] and by_snippet[9]["score"] > 0.9
     assert not by_snippet[max(by_snippet)]["in_alert"] and by_snippet[max(by_snippet)]["score"] < 0.1
     assert all(m["latency_ms"] >= 0 and m["lookahead"] == 0 for m in scores)
+    assert all(len(frames) == 2 and frames[0].decode() == t for t, _, frames in sub.messages)  # topic, JSON
     seqs = [m["seq"] for _, m, _ in sub.messages]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
