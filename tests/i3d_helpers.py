@@ -93,5 +93,11 @@ def make_bundle(tmp_path: Path, geometry: Geometry = SMALL, seed: int = 0, width
 
 
 def torch_features(model: I3DResNet50, clips: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.from_numpy(np.ascontiguousarray(clips))).numpy()
+    # One thread: these tiny clips gain nothing from more, and CI shares its 2 cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            return model(torch.from_numpy(np.ascontiguousarray(clips))).numpy()
+    finally:
+        torch.set_num_threads(threads)

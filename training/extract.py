@@ -192,6 +192,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="reference (Pillow LANCZOS, as the published features; default) or fast (OpenCV)")
     p.add_argument("--batch", type=int, default=16, help="clips per backbone call")
     p.add_argument("--providers", help="ONNX Runtime providers, e.g. cuda,cpu (default: best available)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
     p.add_argument("--keep-partial", action="store_true",
                    help="keep the decodable part of a video that stops short of its declared length")
     return p.parse_args(argv)
@@ -201,7 +202,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)  # whole lines: error messages stay greppable
     try:
-        bundle = Bundle(args.model, providers=args.providers)
+        bundle = Bundle(args.model, providers=args.providers, threads=args.threads)
         if not bundle.has_backbone:
             raise BundleError(f"{args.model}: this bundle has no backbone.onnx; export one with "
                               f"python -m export --backbone I3D.pth")
