@@ -167,3 +167,29 @@ def test_dashboard_refuses_a_bad_endpoint_and_a_non_terminal():
     assert r.returncode == 2 and "--refresh must be > 0" in r.stderr
     r = run_cli("--help")
     assert "dashboard" in r.stdout
+
+
+@pytest.mark.slow
+def test_the_monitor_itself_shows_the_dashboard_on_a_terminal(tmux, tmp_path):
+    from tests.factories import cached_bundle, dark_bright_dark
+    from tests.live_helpers import endpoint
+
+    bundle = cached_bundle()
+    video = dark_bright_dark(tmp_path / "door.avi", dark=32, bright=64, after=32)   # an alert every 5 s of video
+    tmux.start([sys.executable, str(ROOT / "run_monitor.py"), "--source", f"door={video}", "--loop",
+                "--model", str(bundle), "--publish", endpoint(), "--threshold", "0.6", "--status-interval", "0.5",
+                "--events", str(tmp_path / "events.jsonl"), "--snapshots", str(tmp_path / "snaps")])
+    screen = tmux.wait_for("the camera row with a score",
+                           lambda s: re.search(r"\b[01]\.\d{3}\b", row(s, "door") or "") is not None
+                           and "streaming" in (row(s, "door") or ""), timeout_s=120)
+    assert "test-brightness-s2 (stage 2)" in screen and "cameras 1/1 up" in screen
+    screen = tmux.wait_for("an alert", lambda s: "ALERT" in (row(s, "door") or "") and "● live" in s, timeout_s=120)
+    assert re.search(r"\b(0\.9\d\d|1\.000)\b", row(screen, "door"))              # the bright stretch scores high
+    alert_line = next(line for line in screen.splitlines() if "● live" in line)
+    shown = alert_line.split()[-1].lstrip("…")                                   # the end of the snapshot path
+    assert shown.endswith(".jpg") and any(str(p).endswith(shown) for p in (tmp_path / "snaps").iterdir())
+    tmux.keys("q")                                                               # quits the monitor, not just the view
+    screen = tmux.wait_for("the monitor to exit", lambda s: EXITED.search(s) is not None, timeout_s=60)
+    assert EXITED.search(screen).group(1) == "0"
+    events = [line for line in (tmp_path / "events.jsonl").read_text().splitlines() if line.strip()]
+    assert any('"start"' in e for e in events)
