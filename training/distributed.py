@@ -62,6 +62,14 @@ class Distributed:
         dist.all_gather_object(out, obj)
         return out if self.main else None
 
+    def share_buffers(self, module: torch.nn.Module) -> None:
+        """Give every process the main process's buffers (BatchNorm statistics): each process
+        updated its own in its last training forward, and DistributedDataParallel would only
+        align them at the next one."""
+        if self.active:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
     def any(self, flag: bool) -> bool:
         """True on every process when it is true on any (a stop request, say)."""
         if not self.active:

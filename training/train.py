@@ -427,6 +427,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                      out / RESUME)
 
     def evaluate(step: int, loss: float | None, select: bool = True) -> dict | None:
+        dist.share_buffers(model)   # every process scores its share with the main process's network
         test_scores = score_entries(model, test_set.reader, test_set.entries, device, dist.rank, dist.world) \
             if test_set else None
         val_scores = score_validation(model, val_pool, k, device, dist.rank, dist.world) if val_pool else None
