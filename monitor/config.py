@@ -38,7 +38,7 @@ class AlertSettings:
     on: float | None = None        # start level; None: the bundle's threshold
     off: float | None = None       # end level (hysteresis); None: on - 0.1 (at least 0)
     min_snippets: int = 1          # minimum duration: consecutive snippets at or above `on`
-    cooldown_s: float = 0.0        # after an alert ends, no new one starts for this long
+    cooldown_s: float = 10.0       # after an alert ends, no new one starts for this long
     smoothing: int = 1             # moving mean over this many snippets (1: off)
 
     def resolved(self, threshold: float) -> "AlertSettings":

@@ -319,12 +319,13 @@ class Engine:
             self._finished.set()
 
     def _all_ended(self) -> bool:
+        """Flush every camera whose source has ended and whose snippets are all scored (its
+        last d look-ahead snippets get their scores); True once that is every camera."""
         with self._cond:
-            ended = all(c.source.state()[0] == ENDED and not c.pending for c in self.cameras)
-        if ended:
-            for cam in self.cameras:
-                self._flush_camera(cam)
-        return ended and bool(self.cameras)
+            done = [c for c in self.cameras if c.source.state()[0] == ENDED and not c.pending]
+        for cam in done:
+            self._flush_camera(cam)
+        return bool(self.cameras) and len(done) == len(self.cameras)
 
     def _ready(self) -> int:
         return sum(len(c.pending) for c in self.cameras)

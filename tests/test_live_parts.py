@@ -179,15 +179,15 @@ def _run(policy: AlertPolicy, scores) -> list[tuple[int, str]]:
 
 def test_alert_hysteresis_min_duration_cooldown_and_smoothing():
     model = {"name": "m", "stage": 1}
-    policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4), model)
+    policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4, cooldown_s=0), model)
     # 0.5 between off and on keeps an alert going; one dip below off ends it.
     assert _run(policy, [0.1, 0.7, 0.5, 0.5, 0.3, 0.5, 0.7]) == [
         (1, "start", (1, 1)), (4, "end", (1, 3)), (6, "start", (6, 6))]
-    policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4, min_snippets=3), model)
+    policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4, min_snippets=3, cooldown_s=0), model)
     assert _run(policy, [0.9, 0.9, 0.1, 0.9, 0.9, 0.9, 0.1]) == [(5, "start", (3, 5)), (6, "end", (3, 5))]
     policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4, cooldown_s=2.5), model)
     assert _run(policy, [0.9, 0.1, 0.9, 0.9, 0.9]) == [(0, "start", (0, 0)), (1, "end", (0, 0)), (4, "start", (4, 4))]
-    policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4, smoothing=3), model)
+    policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4, smoothing=3, cooldown_s=0), model)
     assert _run(policy, [0.0, 0.0, 0.9, 0.9, 0.0, 0.0, 0.0]) == [(3, "start", (3, 3)), (5, "end", (3, 4))]
     assert policy.count == 1 and not policy.in_alert and policy.close() == []
 
