@@ -104,7 +104,7 @@ pace = true
 @pytest.mark.slow
 def test_sigterm_stops_with_the_event_log_intact(tmp_path, bundle):
     # A looped replay that is bright for a long time: the alert is still open at SIGTERM.
-    video = write_video(tmp_path / "hall.avi", [(32, DARK), (160, BRIGHT)], fps=50)
+    video = write_video(tmp_path / "hall.avi", [(64, DARK), (256, BRIGHT)], fps=50)
     ep = endpoint()
     events = tmp_path / "events.jsonl"
     sub = Subscriber(ep, topics=("alert.",))
@@ -117,8 +117,9 @@ def test_sigterm_stops_with_the_event_log_intact(tmp_path, bundle):
         proc.kill()
         sub.close()
     logged = read_events(events)  # every line parses
-    assert [e["event"] for e in logged] == ["start", "end"]
-    assert logged[1]["reason"] == "shutdown" and logged[0]["alert_id"] == logged[1]["alert_id"]
+    kinds = [e["event"] for e in logged]
+    assert kinds and kinds == ["start", "end"] * (len(kinds) // 2)  # every start has its end
+    assert logged[-1]["reason"] == "shutdown" and logged[-2]["alert_id"] == logged[-1]["alert_id"]
     assert "stopped;" in proc.stderr()
 
 
