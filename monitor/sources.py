@@ -241,6 +241,7 @@ class CameraSource:
                 break
             if outcome == "looped":
                 self.on_gap("file looped")  # a snippet does not stitch the end to the start
+                log.debug("%s: looped after %d frames", self.name, self.frames)
                 continue
             if outcome == "delivered":
                 backoff = self.backoff_initial_s  # it worked for a while: start the backoff again
@@ -282,7 +283,7 @@ class CameraSource:
                 log.warning("%s: resolution changed from %dx%d to %dx%d", self.name, *self.frame_size, *size)
                 self.on_gap(f"resolution changed to {size[0]}x{size[1]}")
             self.frame_size = size
-            if delivered == 0:
+            if delivered == 0 and self._state != STREAMING:  # (a looped file stays streaming)
                 self._set_state(STREAMING, "")
                 log.info("%s: streaming %s at %dx%d, %.1f fps", self.name, self.display, size[0], size[1], fps)
             with self._lock:
