@@ -6,9 +6,13 @@ frozen as staged training runs them. Data comes from memory (the step alone is m
     python benchmarks/bench_train.py [--stages 1 4] [--batch 4] [--feature-size 2048] [--steps 5]
 """
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # runnable as a plain script
 
 from training.loss import LossWeights
 from training.ssrl import SSRL, SSRLConfig

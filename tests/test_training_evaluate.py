@@ -18,6 +18,15 @@ from training.checkpoint import save_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small networks on a shared 2-core machine: one thread avoids oversubscription stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def stage2(tmp_path_factory):
     """A seeded stage-2 head (F = 64, 10 crops), its checkpoint and bundle, and a feature set."""

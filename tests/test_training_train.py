@@ -88,6 +88,23 @@ def test_stage2_starts_from_stage1_and_never_changes_it(synthetic, tmp_path):
     assert load_model(s3["last_checkpoint"], crops=CROPS).config.stage == 3
 
 
+def test_a_small_single_crop_model_with_its_own_grid_trains_stages_and_exports(tmp_path):
+    """What a demo recipe does: F = 64, one crop, a 2×2 grid, stage 1 then 2, then a bundle."""
+    data = make_feature_set(tmp_path / "d", feature_size=64, crops=1, grids=(22,), normal=8, abnormal=8,
+                            test_normal=2, test_abnormal=2, length=(10, 40), seed=3)
+    common = dict(crops=1, grids=(22,), batch_size=2, eval_every=2)
+    s1 = train(options(data, tmp_path / "s1", steps=4, **common))
+    s2 = train(options(data, tmp_path / "s2", stage=2, init=Path(s1["best_test_checkpoint"]), steps=4, **common))
+    assert [h["step"] for h in s2["history"]] == [0, 2, 4]
+    from export.__main__ import main as export_main
+    from training.evaluate import evaluate_bundle
+    assert export_main(["--checkpoint", s2["last_checkpoint"], "--out", str(tmp_path / "bundle"),
+                        "--crops", "1", "--grids", "22"]) == 0
+    alone = evaluate_checkpoint(s2["last_checkpoint"], data.test_list, data.gt, crops=1, grids=(22,))
+    assert alone.auc == pytest.approx(s2["history"][-1]["test_auc"], abs=1e-6)
+    assert evaluate_bundle(tmp_path / "bundle", data.test_list, data.gt).auc == pytest.approx(alone.auc, abs=1e-3)
+
+
 def test_only_the_new_grid_is_trainable_and_frozen_batchnorm_stays_in_eval(tmp_path):
     torch.manual_seed(0)
     save_checkpoint(SSRL(SSRLConfig(stage=2, crops=1, feature_size=16)), tmp_path / "s2.pkl")

@@ -277,11 +277,9 @@ def _fmt(v) -> str:
 
 # -- the run ---------------------------------------------------------------------------------
 
-def _resolve_feature_size(options: TrainOptions, train_entries, resume_state) -> int:
+def _feature_size(options: TrainOptions, train_entries) -> int:
     if options.feature_size is not None:
         return options.feature_size
-    if resume_state is not None:
-        return int(resume_state["settings"]["feature_size"])
     if options.init is not None:
         return int(infer_config(read_state_dict(options.init), source=str(options.init)).feature_size)
     return feature_size_of(train_entries[0].path)
@@ -318,205 +316,233 @@ def train(options: TrainOptions) -> dict:
     options = replace(options).check()
     dist = Distributed.setup(options.device)
     try:
-        return _train(options, dist)
+        return _Run(options, dist).execute()
     finally:
         dist.close()
 
 
-def _train(options: TrainOptions, dist: Distributed) -> dict:
-    out = Path(options.out)
-    resume_path = options.resume_path()
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume_path is None and not options.overwrite and ((out / RESUME).exists() or (out / LAST).exists()):
-            raise TrainingError(f"{out}: already holds a run; continue it with --resume, or start afresh "
+class _Run:
+    """One training run: set up in order (lists, network, data, output), then the loop."""
+
+    def __init__(self, options: TrainOptions, dist: Distributed):
+        self.options, self.dist, self.device = options, dist, dist.device
+        self.out = Path(options.out)
+        self.resume_path = options.resume_path()
+        if self.resume_path is None and not options.overwrite and ((self.out / RESUME).exists() or (self.out / LAST).exists()):
+            raise TrainingError(f"{self.out}: already holds a run; continue it with --resume, or start afresh "
                                 f"with --overwrite (or another --out)")
-    device = dist.device
+        self._lists()
+        self._network()
+        self._data()
+        self.best = dict(self.state["best"]) if self.state else \
+            {"test_auc": None, "test_step": None, "val_auc": None, "val_step": None}
+        self.history: list[dict] = list(self.state["history"]) if self.state else []
 
-    # Lists and labels.
-    train_entries = read_list(options.train_list, options.features_dir, options.labels)
-    train_entries, val_entries = hold_out(train_entries, options.val_fraction, options.seed)
-    normal_entries, abnormal_entries = split_labels(train_entries)
-    if not normal_entries or not abnormal_entries:
-        raise TrainingError(f"{options.train_list}: training needs normal and abnormal videos "
-                            f"({len(normal_entries)} normal, {len(abnormal_entries)} abnormal with labels {options.labels!r})")
+    def _lists(self) -> None:
+        o = self.options
+        entries = read_list(o.train_list, o.features_dir, o.labels)
+        train_entries, self.val_entries = hold_out(entries, o.val_fraction, o.seed)
+        self.normal_entries, self.abnormal_entries = split_labels(train_entries)
+        if not self.normal_entries or not self.abnormal_entries:
+            raise TrainingError(f"{o.train_list}: training needs normal and abnormal videos ({len(self.normal_entries)} "
+                                f"normal, {len(self.abnormal_entries)} abnormal with labels {o.labels!r})")
+        self.feature_size = _feature_size(o, entries)
 
-    # The network, its starting weights, and what stays frozen.
-    settings = None
-    state = None
-    feature_size = _resolve_feature_size(options, train_entries, None)
-    settings = _settings(options, feature_size, dist.world)
-    if resume_path is not None:
-        state = _read_resume(resume_path, settings)
-    torch.manual_seed(options.seed)
-    config = SSRLConfig(stage=options.stage, grids=tuple(options.grids), crops=options.crops,
-                        feature_size=feature_size).validate()
-    model = SSRL(config)
-    if state is not None:
-        frozen = set(state["frozen"])
-        model.load_state_dict(state["model"], strict=True)
-    elif options.init is not None:
-        frozen = load_initial(model, options.init)
-    else:
-        frozen = set()
-    freeze(model, frozen)
-    model.to(device)
-    optimizer = make_optimizer(model, options)
-    start = 0
-    best = {"test_auc": None, "test_step": None, "val_auc": None, "val_step": None}
-    history: list[dict] = []
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        for group in optimizer.param_groups:
-            group["lr"], group["weight_decay"] = options.lr, options.weight_decay
-        start, best, history = int(state["step"]), dict(state["best"]), list(state["history"])
-    torch.manual_seed(options.seed * 1000 + dist.rank)   # dropout differs between processes
-    if state is not None:
-        rngs = state["rng"]
-        if len(rngs) == dist.world:
-            _set_rng_state(rngs[dist.rank], device)
-        else:   # a different number of processes: continue, but not bit-for-bit
-            torch.manual_seed(options.seed * 1000 + dist.rank + start)
-    net = _Parts(model)
-    if dist.active:
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+    def _network(self) -> None:
+        """The network, its starting weights (random, --init, or the resume state), what stays
+        frozen, the optimiser, and the random state."""
+        o, dist = self.options, self.dist
+        self.settings = _settings(o, self.feature_size, dist.world)
+        self.state = _read_resume(self.resume_path, self.settings) if self.resume_path else None
+        torch.manual_seed(o.seed)
+        self.config = SSRLConfig(stage=o.stage, grids=tuple(o.grids), crops=o.crops,
+                                 feature_size=self.feature_size).validate()
+        model = SSRL(self.config)
+        if self.state is not None:
+            self.frozen = set(self.state["frozen"])
+            model.load_state_dict(self.state["model"], strict=True)
+        elif o.init is not None:
+            self.frozen = load_initial(model, o.init)
+        else:
+            self.frozen = set()
+        freeze(model, self.frozen)
+        self.model = model.to(self.device)
+        self.optimizer = make_optimizer(model, o)
+        self.start = 0
+        torch.manual_seed(o.seed * 1000 + dist.rank)   # dropout masks differ between processes
+        if self.state is not None:
+            self.optimizer.load_state_dict(self.state["optimizer"])
+            for group in self.optimizer.param_groups:
+                group["lr"], group["weight_decay"] = o.lr, o.weight_decay
+            self.start = int(self.state["step"])
+            rngs = self.state["rng"]
+            if len(rngs) == dist.world:
+                _set_rng_state(rngs[dist.rank], self.device)
+            else:   # another number of processes: continue, but not bit for bit
+                torch.manual_seed(o.seed * 1000 + dist.rank + self.start)
+        self.net = _Parts(model)
+        if dist.active:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    # Data: every file is checked by header before the first step.
-    spec = FeatureSpec.for_model(config, patch_dirs=options.patch_dirs, layout=options.layout, segments=options.segments)
-    reader = FeatureReader(spec)
-    check_files(reader, train_entries + val_entries, "training")
-    weights = loss_weights(options)
-    k = weights.top_k(options.segments)
-    batches = TrainingBatches(VideoPool(reader, normal_entries, options.cache),
-                              VideoPool(reader, abnormal_entries, options.cache),
-                              options.batch_size, options.seed, dist.rank, dist.world)
-    val_pool = VideoPool(reader, val_entries, options.cache) if val_entries else None
-    val_labels = [e.label for e in val_entries]
-    test_set = None
-    if options.test_list is not None:
-        test_reader = FeatureReader(FeatureSpec.for_model(config, patch_dirs=options.patch_dirs, layout="snippet-major"))
-        test_set = TestSet.open(test_reader, options.test_list, options.gt,
-                                options.test_features_dir or options.features_dir)
+    def _data(self) -> None:
+        """Every file is checked by its header before the first step."""
+        o, dist = self.options, self.dist
+        reader = FeatureReader(FeatureSpec.for_model(self.config, patch_dirs=o.patch_dirs, layout=o.layout,
+                                                     segments=o.segments))
+        check_files(reader, self.normal_entries + self.abnormal_entries + self.val_entries, "training")
+        self.weights = loss_weights(o)
+        self.k = self.weights.top_k(o.segments)
+        self.batches = TrainingBatches(VideoPool(reader, self.normal_entries, o.cache),
+                                       VideoPool(reader, self.abnormal_entries, o.cache),
+                                       o.batch_size, o.seed, dist.rank, dist.world)
+        self.val_pool = VideoPool(reader, self.val_entries, o.cache) if self.val_entries else None
+        self.test_set = None
+        if o.test_list is not None:
+            test_reader = FeatureReader(FeatureSpec.for_model(self.config, patch_dirs=o.patch_dirs,
+                                                              layout="snippet-major"))
+            self.test_set = TestSet.open(test_reader, o.test_list, o.gt, o.test_features_dir or o.features_dir)
 
-    logger = _run_logger(out, append=state is not None, enabled=dist.main)
-    paths = {"out": str(out), "log": str(out / LOG), "evaluations": str(out / EVALUATIONS),
-             "last_checkpoint": str(out / LAST),
-             "best_test_checkpoint": str(out / BEST_TEST) if test_set else None,
-             "best_val_checkpoint": str(out / BEST_VAL) if val_pool else None}
-    if dist.main:
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        logger.info(("resuming at step %d from %s" % (start, resume_path)) if state is not None else "new run")
-        logger.info("options %s", json.dumps(options.to_json()))
-        logger.info("stage %d grids %s crops %d F %d; %d processes (%s, %s); %d normal + %d abnormal training "
-                    "videos, %d held out, %d test videos; %d trainable tensors (%d values), %d frozen",
-                    config.stage, list(config.active_grids), config.crops, feature_size, dist.world,
-                    dist.backend or "single", device, len(normal_entries), len(abnormal_entries), len(val_entries),
-                    len(test_set.entries) if test_set else 0,
-                    sum(1 for p in model.parameters() if p.requires_grad), trainable, len(frozen))
+    # -- output --------------------------------------------------------------------------------
+    def paths(self) -> dict:
+        out = self.out
+        return {"out": str(out), "log": str(out / LOG), "evaluations": str(out / EVALUATIONS),
+                "last_checkpoint": str(out / LAST),
+                "best_test_checkpoint": str(out / BEST_TEST) if self.test_set else None,
+                "best_val_checkpoint": str(out / BEST_VAL) if self.val_pool else None}
 
-    def save_state(step: int) -> None:
-        rngs = dist.gather(_rng_state(device))
-        if not dist.main:
+    def _log_start(self) -> None:
+        m, c = self.model, self.config
+        self.logger.info(f"resuming at step {self.start} from {self.resume_path}" if self.state else "new run")
+        self.logger.info("options %s", json.dumps(self.options.to_json()))
+        self.logger.info(
+            "stage %d grids %s crops %d F %d; %d processes (%s, %s); %d normal + %d abnormal training videos, "
+            "%d held out, %d test videos; %d trainable tensors (%d values), %d frozen",
+            c.stage, list(c.active_grids), c.crops, self.feature_size, self.dist.world,
+            self.dist.backend or "single", self.device, len(self.normal_entries), len(self.abnormal_entries),
+            len(self.val_entries), len(self.test_set.entries) if self.test_set else 0,
+            sum(1 for p in m.parameters() if p.requires_grad),
+            sum(p.numel() for p in m.parameters() if p.requires_grad), len(self.frozen))
+
+    def save_state(self, step: int) -> None:
+        rngs = self.dist.gather(_rng_state(self.device))
+        if not self.dist.main:
             return
-        inner = model
-        _save_model(inner, out / LAST)
-        _atomic_save({"format": STATE_FORMAT, "step": step, "settings": settings, "frozen": sorted(frozen),
-                      "model": {k: v.detach().cpu() for k, v in inner.state_dict().items()},
-                      "optimizer": optimizer.state_dict(), "rng": rngs, "best": best, "history": history},
-                     out / RESUME)
+        _save_model(self.model, self.out / LAST)
+        _atomic_save({"format": STATE_FORMAT, "step": step, "settings": self.settings, "frozen": sorted(self.frozen),
+                      "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                      "optimizer": self.optimizer.state_dict(), "rng": rngs, "best": self.best,
+                      "history": self.history}, self.out / RESUME)
 
-    def evaluate(step: int, loss: float | None, select: bool = True) -> dict | None:
-        dist.share_buffers(model)   # every process scores its share with the main process's network
-        test_scores = score_entries(model, test_set.reader, test_set.entries, device, dist.rank, dist.world) \
-            if test_set else None
-        val_scores = score_validation(model, val_pool, k, device, dist.rank, dist.world) if val_pool else None
-        test_parts = dist.gather(test_scores) if test_set else None
-        val_parts = dist.gather(val_scores) if val_pool else None
+    def evaluate(self, step: int, loss: float | None, select: bool = True) -> dict | None:
+        """Test (frame AUC) and validation (video AUC) scores, each process its share; the main
+        process merges, records, and keeps the best checkpoints. None on other processes."""
+        dist, model, best = self.dist, self.model, self.best
+        dist.share_buffers(model)   # every process scores with the main process's network
+        test_parts = val_parts = None
+        if self.test_set:
+            test_parts = dist.gather(score_entries(model, self.test_set.reader, self.test_set.entries, self.device,
+                                                   dist.rank, dist.world))
+        if self.val_pool:
+            val_parts = dist.gather(score_validation(model, self.val_pool, self.k, self.device, dist.rank, dist.world))
         if not dist.main:
             return None
         record = {"step": step, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "elapsed_s": round(time.perf_counter() - started, 2), "loss": loss}
-        if test_set:
-            merged = {i: s for part in test_parts for i, s in part.items()}
-            result = test_set.result(merged)
+                  "elapsed_s": round(time.perf_counter() - self.started, 2), "loss": loss}
+        if self.test_set:
+            result = self.test_set.result({i: s for part in test_parts for i, s in part.items()})
             record.update(test_auc=result.auc, test_ap=result.ap)
             if select and (best["test_auc"] is None or result.auc > best["test_auc"]):
                 best.update(test_auc=result.auc, test_step=step)
-                _save_model(model, out / BEST_TEST)
-        if val_pool:
+                _save_model(model, self.out / BEST_TEST)
+        if self.val_pool:
             merged = {i: s for part in val_parts for i, s in part.items()}
-            auc, ap = video_metrics([merged[i] for i in range(len(val_labels))], val_labels)
+            auc, ap = video_metrics([merged[i] for i in range(len(self.val_entries))],
+                                    [e.label for e in self.val_entries])
             record.update(val_auc=auc, val_ap=ap)
             if select and (best["val_auc"] is None or auc > best["val_auc"]):
                 best.update(val_auc=auc, val_step=step)
-                _save_model(model, out / BEST_VAL)
+                _save_model(model, self.out / BEST_VAL)
         record.update(best_test_auc=best["test_auc"], best_test_step=best["test_step"],
                       best_val_auc=best["val_auc"], best_val_step=best["val_step"])
-        history.append(record)
-        with open(out / EVALUATIONS, "a") as f:
+        self.history.append(record)
+        with open(self.out / EVALUATIONS, "a") as f:
             f.write(json.dumps(record) + "\n")
-        logger.info("step %d loss %s test AUC %s AP %s val AUC %s (best test AUC %s at step %s)", step, _fmt(loss),
-                    _fmt(record.get("test_auc")), _fmt(record.get("test_ap")), _fmt(record.get("val_auc")),
-                    _fmt(best["test_auc"]), best["test_step"])
+        line = (f"step {step}: loss {_fmt(loss)}  test AUC {_fmt(record.get('test_auc'))} AP {_fmt(record.get('test_ap'))}"
+                f"  val AUC {_fmt(record.get('val_auc'))}  best test AUC {_fmt(best['test_auc'])} "
+                f"(step {best['test_step']})")
+        self.logger.info(line)
+        self.console.print(line)
         return record
 
-    if dist.main and state is None:
-        (out / EVALUATIONS).write_text("")
-    loader = DataLoader(_Steps(batches), batch_size=None, sampler=range(start + 1, options.steps + 1),
-                        num_workers=cpu_workers(options.workers), pin_memory=device.type == "cuda",
-                        worker_init_fn=_quiet_worker, generator=torch.Generator().manual_seed(options.seed))
-    started = time.perf_counter()
-    step, stopped, losses = start, False, []
-    progress, task = _progress(options.progress and dist.main, config.stage, options.steps, start)
-    console = progress.console
-    if state is None and options.eval_at_start and (test_set or val_pool):
-        # As the published script: the untrained network's AUC, for reference (never selected).
-        record = evaluate(0, None, select=False)
-        if record is not None:
-            progress.update(task, auc=_fmt(record.get("test_auc", record.get("val_auc"))))
-    try:
-        with StopRequest() as stop, progress:
-            for step_batch in loader if start < options.steps else ():
-                x, _ = step_batch
-                step += 1
-                terms = train_step(net, model, optimizer, x.to(device, non_blocking=True), weights)
-                loss = float(terms.total.detach())
-                if not math.isfinite(loss):
-                    raise TrainingError(f"step {step}: the loss is {loss}; lower --lr or check the features")
-                losses.append(loss)
-                progress.update(task, advance=1, loss=f"{loss:.4f}")
-                last_step = step == options.steps
-                if (step % options.eval_every == 0 and step > options.eval_after) or last_step:
-                    mean_loss = float(np.mean(losses)) if losses else None
-                    losses = []
-                    if test_set or val_pool:
-                        record = evaluate(step, mean_loss)
-                        if record is not None:
-                            shown = record.get("test_auc", record.get("val_auc"))
-                            progress.update(task, auc=_fmt(shown))
-                            if options.progress or not console.is_terminal:
-                                console.print(f"step {step}: loss {_fmt(mean_loss)}  test AUC {_fmt(record.get('test_auc'))}"
-                                              f"  val AUC {_fmt(record.get('val_auc'))}  best test AUC "
-                                              f"{_fmt(best['test_auc'])} (step {best['test_step']})")
-                    elif dist.main:
-                        logger.info("step %d loss %s", step, _fmt(mean_loss))
-                if step % options.save_every == 0 and not last_step:
-                    save_state(step)
-                if dist.any(stop.requested):
-                    stopped = step < options.steps
-                    break
-        save_state(step)
+    # -- the loop ------------------------------------------------------------------------------
+    def execute(self) -> dict:
+        o, dist = self.options, self.dist
         if dist.main:
-            logger.info("%s at step %d after %.1f s; best test AUC %s (step %s, selected on the test set as the "
-                        "published protocol does); best validation AUC %s (step %s)",
-                        "stopped" if stopped else "finished", step, time.perf_counter() - started,
-                        _fmt(best["test_auc"]), best["test_step"], _fmt(best["val_auc"]), best["val_step"])
-    finally:
-        _close_logger(logger)
-    return {**paths, "steps": step, "stopped": stopped, "best_test_auc": best["test_auc"],
-            "best_test_step": best["test_step"], "best_val_auc": best["val_auc"], "best_val_step": best["val_step"],
-            "history": history}
+            self.out.mkdir(parents=True, exist_ok=True)
+            if self.state is None:
+                (self.out / EVALUATIONS).write_text("")
+        self.logger = _run_logger(self.out, append=self.state is not None, enabled=dist.main)
+        loader = DataLoader(_Steps(self.batches), batch_size=None, sampler=range(self.start + 1, o.steps + 1),
+                            num_workers=cpu_workers(o.workers), pin_memory=self.device.type == "cuda",
+                            worker_init_fn=_quiet_worker, generator=torch.Generator().manual_seed(o.seed))
+        evaluating = bool(self.test_set or self.val_pool)
+        step, stopped, losses = self.start, False, []
+        progress, task = _progress(o.progress and dist.main, self.config.stage, o.steps, self.start)
+        self.console = progress.console if dist.main else _Silent()
+        self.started = time.perf_counter()
+        try:
+            if dist.main:
+                self._log_start()
+            with StopRequest() as stop, progress:
+                if self.state is None and o.eval_at_start and evaluating:
+                    # As the published script: the untrained network's AUC, for reference (never selected).
+                    record = self.evaluate(0, None, select=False)
+                    if record:
+                        progress.update(task, auc=_fmt(record.get("test_auc", record.get("val_auc"))))
+                for x, _ in loader:
+                    step += 1
+                    terms = train_step(self.net, self.model, self.optimizer, x.to(self.device, non_blocking=True),
+                                       self.weights)
+                    loss = float(terms.total.detach())
+                    if not math.isfinite(loss):
+                        raise TrainingError(f"step {step}: the loss is {loss}; lower --lr or check the features")
+                    losses.append(loss)
+                    progress.update(task, advance=1, loss=f"{loss:.4f}")
+                    last = step == o.steps
+                    if (step % o.eval_every == 0 and step > o.eval_after) or last:
+                        mean_loss = float(np.mean(losses))
+                        losses = []
+                        if evaluating:
+                            record = self.evaluate(step, mean_loss)
+                            if record:
+                                progress.update(task, auc=_fmt(record.get("test_auc", record.get("val_auc"))))
+                        elif dist.main:
+                            self.logger.info("step %d loss %s", step, _fmt(mean_loss))
+                    if step % o.save_every == 0 and not last:
+                        self.save_state(step)
+                    if dist.any(stop.requested):
+                        stopped = step < o.steps
+                        break
+            self.save_state(step)
+            if dist.main:
+                b = self.best
+                self.logger.info(
+                    "%s at step %d after %.1f s; best test AUC %s (step %s, selected on the test set as the "
+                    "published protocol does); best validation AUC %s (step %s)", "stopped" if stopped else "finished",
+                    step, time.perf_counter() - self.started, _fmt(b["test_auc"]), b["test_step"],
+                    _fmt(b["val_auc"]), b["val_step"])
+        finally:
+            _close_logger(self.logger)
+        b = self.best
+        return {**self.paths(), "steps": step, "stopped": stopped, "best_test_auc": b["test_auc"],
+                "best_test_step": b["test_step"], "best_val_auc": b["val_auc"], "best_val_step": b["val_step"],
+                "history": self.history}
+
+
+class _Silent:
+    def print(self, *args, **kwargs):
+        pass
 
 
 def main(argv=None) -> int:
@@ -526,6 +552,9 @@ def main(argv=None) -> int:
     except (OptionsError, TrainingError, FeatureSetError, CheckpointError, EvaluationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{'stopped' if result['stopped'] else 'finished'} at step {result['steps']}: "
               f"best test AUC {_fmt(result['best_test_auc'])} (step {result['best_test_step']}, test-selected); "

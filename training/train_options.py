@@ -192,7 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(TrainOptions):
         base, optional, many = kinds[f.name]
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-        kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata["help"]}
+        shown = f.default if not isinstance(f.default, tuple) else " ".join(map(str, f.default))
+        help = f.metadata["help"] + (f" (default: {shown})" if f.default not in (None, ()) and not isinstance(f.default, bool) else "")
+        kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": help}
+        if f.name == "layout":
+            kw["choices"] = LAYOUTS
+        elif f.name == "stage":
+            kw["choices"] = (1, 2, 3, 4)
         if f.name == "resume":
             p.add_argument(flag, nargs="?", const=RESUME_LATEST, metavar="STATE", **kw)
         elif base is bool:
