@@ -92,6 +92,12 @@ def make_bundle(tmp_path: Path, geometry: Geometry = SMALL, seed: int = 0, width
     return out, model
 
 
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory) -> tuple[Path, I3DResNet50]:
+    """One shared SMALL backbone-only bundle per test module (tests must not modify it)."""
+    return make_bundle(tmp_path_factory.mktemp("small_bundle"))
+
+
 def torch_features(model: I3DResNet50, clips: np.ndarray) -> np.ndarray:
     # One thread: these tiny clips gain nothing from more, and CI shares its 2 cores.
     threads = torch.get_num_threads()

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from monitor.preprocess import Geometry, Preprocessor, snippet_count
-from tests.i3d_helpers import (SMALL, make_bundle, read_frames, sample_video, scene, torch_features,
-                               write_video)
+from tests.i3d_helpers import (SMALL, read_frames, sample_video, scene, small_bundle,  # noqa: F401 (fixture)
+                               torch_features, write_video)
 from training.extract import main as extract_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +35,8 @@ def assert_close(got, want, what):
     assert err < 1e-3, f"{what}: relative error {err:.2e}"
 
 
-def test_extraction_equals_direct_pytorch_of_the_same_pipeline(tmp_path):
-    bundle, model = make_bundle(tmp_path)
+def test_extraction_equals_direct_pytorch_of_the_same_pipeline(tmp_path, small_bundle):
+    bundle, model = small_bundle
     videos = tmp_path / "videos"
     (videos / "cam2").mkdir(parents=True)
     # Real footage (the first 48 frames of opencv-doc's vtest.avi, re-encoded) and a synthetic
@@ -88,8 +88,8 @@ def run_extract(*args):
 
 
 @pytest.mark.slow
-def test_bad_videos_are_reported_by_name_and_the_rest_extract(tmp_path):
-    bundle, _ = make_bundle(tmp_path)
+def test_bad_videos_are_reported_by_name_and_the_rest_extract(tmp_path, small_bundle):
+    bundle, _ = small_bundle
     videos = tmp_path / "videos"
     videos.mkdir()
     shutil.copy(sample_video("Megamind.avi", tmp_path), videos / "Megamind.avi")  # 270 frames, fine
@@ -137,8 +137,8 @@ def test_bad_videos_are_reported_by_name_and_the_rest_extract(tmp_path):
     assert similarity.mean() > 0.95
 
 
-def test_missing_backbone_or_videos_is_a_clear_error(tmp_path, capsys):
-    bundle, _ = make_bundle(tmp_path)
+def test_missing_backbone_or_videos_is_a_clear_error(tmp_path, capsys, small_bundle):
+    bundle, _ = small_bundle
     assert extract_main(["--model", str(bundle), "--videos", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
     assert "nowhere: no such video file or directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()

@@ -12,7 +12,7 @@ from monitor.bundle import Bundle
 from monitor.manifest import BundleError, Manifest
 from monitor.preprocess import Geometry
 from tests.head_helpers import seeded_model
-from tests.i3d_helpers import SMALL, make_bundle, small_backbone, torch_features
+from tests.i3d_helpers import SMALL, make_bundle, small_backbone, small_bundle, torch_features  # noqa: F401
 from training.checkpoint import save_checkpoint
 from training.i3d import I3DResNet50
 
@@ -25,8 +25,8 @@ def clips(n, size, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (n, 3, 16, size, size)).astype(np.float32)
 
 
-def test_onnx_runtime_agrees_with_pytorch_on_crops_and_patches(tmp_path):
-    bundle_dir, model = make_bundle(tmp_path)
+def test_onnx_runtime_agrees_with_pytorch_on_crops_and_patches(small_bundle):
+    bundle_dir, model = small_bundle
     bundle = Bundle(bundle_dir)
     for n, size in ((1, 32), (10, 32), (7, 16)):  # dynamic batch; crop and patch sizes differ
         x = clips(n, size, seed=n)
