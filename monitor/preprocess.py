@@ -37,6 +37,8 @@ import numpy as np
 from PIL import Image
 
 RESIZE_MODES = ("fast", "reference")
+RESIZE_FILTERS = {"reference": "pillow-lanczos",
+                  "fast": "opencv-area-when-shrinking-bilinear-when-enlarging"}
 PATCH_SOURCE = "resized_frame"
 COLOR = "RGB"
 SCALE = (-1.0, 1.0)
@@ -137,6 +139,7 @@ class Geometry:
             "patch_size": self.patch_size,
             "patch_source": PATCH_SOURCE,
             "resize": self.resize,
+            "resize_filter": RESIZE_FILTERS[self.resize],  # for frames and patches alike
             "snippet_length": self.snippet_length,
             "color": COLOR,
             "scale": list(SCALE),
@@ -229,7 +232,7 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "fast")
         small = np.empty((t, h, w, 3), np.uint8)
         for i in range(t):  # the published call: Pillow, RGB image, LANCZOS
             rgb = Image.fromarray(np.ascontiguousarray(frames[i, :, :, ::-1]))
-            small[i] = np.asarray(rgb.resize(size, Image.Resampling.LANCZOS))[:, :, ::-1]
+            small[i] = np.asarray(rgb.resize(size, Image.Resampling.LANCZOS))[:, :, ::-1]  # back to BGR, as below
     else:
         shrinking = w <= frames.shape[2] and h <= frames.shape[1]
         interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
