@@ -18,10 +18,10 @@ Parameters come from the URL query, for example
 `synthetic://lobby?seed=3&rate=2&size=1&fps=15&width=320&height=240&first=8&duration=60`:
 
   seed      scene, people and events (int, default 0)
-  rate      anomalies per minute on average (default 2; 0 = normal video only; at most 6)
+  rate      anomalies per minute on average (default 3; 0 = normal video only; at most 6)
   size      anomaly size multiplier (default 1: mostly small; 2-3 gives large events)
   kinds     comma-separated subset of the kinds above (default all)
-  first     seconds before the first anomaly starts (default: drawn like the others)
+  first     seconds before the first anomaly starts (default 8; `first=random`: drawn like the others)
   fps       frame rate (default 15)
   width, height   frame size (default 320 x 240)
   people    people walking in view on average (default 6)
@@ -46,8 +46,8 @@ import numpy as np
 
 SCHEME = "synthetic"
 KINDS = ("run", "fall", "fight", "flash", "fire", "throw", "vehicle")
-# The default demo: anomalies about every 20 s, the first one 8 s in.
-DEFAULT_URL = "synthetic://demo?seed=7&rate=3&first=8"
+# `synthetic://` alone is the demo camera: anomalies about every 20 s, the first 8 s in.
+DEFAULT_URL = "synthetic://"
 # An event whose largest box covers at most this fraction of the frame counts as small.
 SMALL_AREA = 0.05
 PERSON_M = 1.7      # a person's height in metres: converts m/s into person-heights/s
@@ -63,10 +63,10 @@ class SyntheticError(ValueError):
 @dataclass
 class SyntheticConfig:
     seed: int = 0
-    rate: float = 2.0
+    rate: float = 3.0
     size: float = 1.0
     kinds: tuple[str, ...] = KINDS
-    first: float | None = None
+    first: float | None = 8.0
     fps: float = 15.0
     width: int = 320
     height: int = 240
@@ -119,6 +119,8 @@ class SyntheticConfig:
                     values[key] = raw.lower() in ("1", "true", "yes")
                 elif key in ("seed", "width", "height"):
                     values[key] = int(raw)
+                elif key == "first" and raw == "random":
+                    values[key] = None
                 else:
                     values[key] = float(raw)
             except ValueError:
@@ -132,8 +134,7 @@ class SyntheticConfig:
                  f"realtime={int(self.realtime)}"]
         if tuple(self.kinds) != KINDS:
             query.append("kinds=" + ",".join(self.kinds))
-        if self.first is not None:
-            query.append(f"first={self.first:g}")
+        query.append("first=random" if self.first is None else f"first={self.first:g}")
         if self.duration is not None:
             query.append(f"duration={self.duration:g}")
         return f"{SCHEME}://{self.name}?" + "&".join(query)
