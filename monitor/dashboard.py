@@ -105,12 +105,20 @@ class KeyReader:
         self._fd, self._own_fd, self._saved = None, False, None
 
 
+def terminal_console() -> Console:
+    """A Console for stdout that measures the terminal on every frame. rich takes COLUMNS and
+    LINES from the environment as a fixed size when they are set (some shells export them),
+    which would freeze the layout at that size; the dashboard must follow the real terminal."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return Console(_environ=environ)
+
+
 def run_live(state: DashboardState, pump: Callable[[float], None], stop: threading.Event, *,
              console: Console | None = None, refresh_hz: float = DEFAULT_REFRESH_HZ,
              on_quit: Callable[[], None] | None = None) -> None:
     """Draw `state` until `stop` is set. `pump(timeout)` feeds the state and must return
     within about `timeout` seconds; it is called between frames on this thread."""
-    console = console or Console()
+    console = console or terminal_console()
     period = 1.0 / max(0.5, float(refresh_hz))
 
     def on_key(ch: str) -> None:
@@ -178,6 +186,8 @@ class DashboardHandle:
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.frames = 0                 # screens drawn (benchmarks/bench_dashboard.py reports the rate)
+        self.cpu_s = 0.0                # CPU time of the drawing thread, set when it ends
 
     @property
     def active(self) -> bool:
@@ -213,7 +223,7 @@ def attach_dashboard(publisher: Any, info: Any = None, *, console: Console | Non
     `on_quit` or `stop` (called on `q`; default: SIGINT to this process, the monitor's Ctrl-C path).
     When stdout is not a terminal nothing is drawn (unless `force`) and the handle is inert.
     """
-    console = console or Console()
+    console = console or terminal_console()
     if not (force or console.is_terminal):
         return DashboardHandle()
     model = _get(info, "model")
@@ -249,18 +259,22 @@ def attach_dashboard(publisher: Any, info: Any = None, *, console: Console | Non
     handle.listener = listener
 
     def pump(timeout: float) -> None:
+        handle.frames += 1
         handle.stop_event.wait(timeout)
         for _ in range(min(len(inbox), DRAIN_LIMIT)):
             topic, msg = inbox.popleft()
             state.feed(topic, msg)
 
     def main() -> None:
+        cpu = time.thread_time()
         try:
             run_live(state, pump, handle.stop_event, console=console, refresh_hz=refresh_hz,
                      on_quit=_get(info, "on_quit") or _get(info, "stop") or _default_quit)
         except BaseException as exc:  # never take the engine down; say why the screen went away
             handle.error = exc
             print(f"dashboard stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
+        finally:
+            handle.cpu_s = time.thread_time() - cpu
 
     publisher.add_listener(listener)
     handle.thread = threading.Thread(target=main, name="dashboard", daemon=True)

@@ -28,12 +28,16 @@ class FakeMonitor:
     alert start for it (so a test can wait until the subscriber is connected first)."""
 
     def __init__(self, monitor_id: str = "test-box", cameras=("dock-gate", "lobby"), threshold: float = 0.6,
-                 sources: dict[str, str] | None = None, tick_s: float = 0.1):
+                 sources: dict[str, str] | None = None, tick_s: float = 0.1, connect: str | None = None):
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.LINGER, 0)
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = f"tcp://127.0.0.1:{port}"
+        if connect:   # publish into a broker's frontend, as `run --connect` does
+            self.sock.connect(connect)
+            self.endpoint = connect
+        else:
+            port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+            self.endpoint = f"tcp://127.0.0.1:{port}"
         self.monitor_id = monitor_id
         self.cameras = list(cameras)
         self.threshold = threshold

@@ -42,7 +42,9 @@ class Tmux:
         # After the command ends, say how, and keep the pane open so the test can read it.
         # (the shell traps SIGINT so that Ctrl-C reaches only the command, not the pane)
         script = f"trap : INT; {shlex.join(argv)}; echo \"[exited $?]\"; sleep 600"
-        env_prefix = f"cd {shlex.quote(str(ROOT))} && PYTHONPATH={shlex.quote(str(ROOT))} "
+        # COLUMNS/LINES exported with a wrong size, as some shells do: the dashboard must
+        # follow the real terminal anyway.
+        env_prefix = f"cd {shlex.quote(str(ROOT))} && export COLUMNS=80 LINES=24 PYTHONPATH={shlex.quote(str(ROOT))} && "
         self.tmux("new-session", "-d", "-s", "main", "-x", str(self.width), "-y", str(self.height),
                   "sh", "-c", env_prefix + script)
 
@@ -79,7 +81,7 @@ def row(screen: str, camera: str) -> str | None:
 
 def camera_rows(screen: str) -> list[str]:
     lines = screen.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("camera "))
+    start = next(i for i, line in enumerate(lines) if re.match(r"(monitor +)?camera +state ", line))
     out = []
     for line in lines[start + 2:]:
         if not line.strip():
@@ -109,6 +111,7 @@ def test_dashboard_connect_shows_cameras_scores_and_an_alert_then_quits_on_q(tmu
                            lambda s: "tiny-test (stage 3)" in s and
                            all("streaming" in (row(s, c) or "") for c in ("atrium", "dock-gate")))
     assert "cameras 2/2 up" in screen and "providers CPU" in screen
+    assert max(len(line) for line in screen.splitlines()) > 100          # the real 140 columns, not COLUMNS=80
     assert camera_rows(screen)[0].startswith("atrium")           # alphabetical while nothing is wrong
 
     feed.trigger_alert("dock-gate")
@@ -151,6 +154,33 @@ def test_dashboard_waits_and_says_so_when_nothing_publishes(tmux):
     tmux.wait_for("the waiting banner", lambda s: "waiting for messages on tcp://127.0.0.1:9" in s)
     tmux.keys("q")
     tmux.wait_for("the dashboard to exit", lambda s: EXITED.search(s) is not None)
+
+
+def test_dashboard_through_the_broker_shows_every_monitor(tmux, tmp_path):
+    from tests.live_helpers import Process, endpoint
+
+    frontend, backend = endpoint(), endpoint()
+    broker = Process([str(ROOT / "run_monitor.py"), "broker", "--frontend", frontend, "--backend", backend],
+                     tmp_path, "broker")
+    feeds = [FakeMonitor("north-box", cameras=("gate", "yard"), connect=frontend).start(),
+             FakeMonitor("south-box", cameras=("gate",), connect=frontend).start()]
+    try:
+        tmux.start(dashboard_cmd("--connect", backend))
+        screen = tmux.wait_for("three rows from two monitors",
+                               lambda s: "monitors 2" in s and sum("streaming" in line for line in s.splitlines()) == 3)
+        assert "cameras 3/3 up" in screen
+        feeds[1].trigger_alert("gate")
+        screen = tmux.wait_for("south-box's gate in alert", lambda s: "ALERT" in s and "● live" in s)
+        top = camera_rows(screen)[0]
+        assert top.startswith("south-box") and " gate " in top and "ALERT" in top   # the same name, the right monitor
+        north_gate = next(line for line in camera_rows(screen) if line.startswith("north-box") and " gate " in line)
+        assert "ALERT" not in north_gate
+        tmux.keys("q")
+        tmux.wait_for("the dashboard to exit", lambda s: EXITED.search(s) is not None)
+    finally:
+        for f in feeds:
+            f.close()
+        broker.terminate()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -24,9 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import zmq
-    from rich.console import Console
-
-    from monitor.dashboard import watch_socket
+    from monitor.dashboard import terminal_console, watch_socket
     from monitor.dashboard_render import redact
     from monitor.dashboard_state import DashboardState
 
@@ -47,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"error: --connect {redact(endpoint)!r}: {exc} "
                       "(expected e.g. tcp://HOST:PORT or ipc:///path)", file=sys.stderr)
                 return 2
-        console = Console()
+        console = terminal_console()
         if not console.is_terminal:
             print("error: the dashboard draws on a terminal and stdout is not one "
                   "(run it in a terminal, or use 'run_monitor.py subscribe' for a line per message)", file=sys.stderr)
