@@ -114,7 +114,10 @@ class Extractor:
             fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
             crops, patches, buffer, decoded, size = [], [], [], 0, None
             while not self.stop_requested:
-                ok, frame = capture.read()
+                try:
+                    ok, frame = capture.read()
+                except cv2.error as exc:
+                    raise VideoError(f"the decoder failed at frame {decoded} ({exc})") from exc
                 if not ok:
                     break
                 if size is None:
