@@ -30,6 +30,13 @@ def test_module_prefix_is_stripped(tmp_path):
     assert load_model(tmp_path / "ddp.pkl").config.stage == 2
 
 
+def test_stage_one_aggregate_base_revision_loads(tmp_path):
+    state = {k.replace("Aggregate_clip.", "Aggregate_base."): v for k, v in reference_state_dict(1).items()}
+    torch.save(state, tmp_path / "s1.pkl")
+    model = load_model(tmp_path / "s1.pkl")
+    assert torch.equal(model.state_dict()["Aggregate_clip.conv_5.0.weight"], state["Aggregate_base.conv_5.0.weight"])
+
+
 def test_wrong_shape_names_tensor_expected_and_found(tmp_path):
     state = reference_state_dict(2)
     state["linear_out.0.weight"] = torch.zeros(2048, 3072)

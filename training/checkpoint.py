@@ -31,7 +31,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors")
     # DataParallel / DistributedDataParallel checkpoints carry a `module.` prefix.
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    # One published revision names the stage-1 clip relation block `Aggregate_base`.
+    return {("Aggregate_clip." + k[len("Aggregate_base."):]) if k.startswith("Aggregate_base.") else k: v
+            for k, v in state.items()}
 
 
 def infer_config(state: dict[str, torch.Tensor], grids=None, crops: int = PUBLISHED_CROPS,
