@@ -298,20 +298,18 @@ class FeatureReader:
         layout = self.inspect(path)
         blocks = self._blocks(path, layout)
         s = self.spec
-        if not layout.crop_major:
-            # As the published loader: patches aligned to the main file's T, then resampled.
-            t = blocks[0][0].shape[0]
-            video = np.concatenate([np.asarray(align_snippets(arr, t) if i else arr, dtype=np.float32)
-                                    for i, (arr, _, _) in enumerate(blocks)], axis=1)   # [T, rows, F]
-            out = _finite(path, resample_segments(video, s.segments))
-        else:
-            # Crop-major files already hold segments; a block stored otherwise is resampled on its own.
-            parts = []
-            for arr, src, _ in blocks:
-                part = np.asarray(arr, dtype=np.float32)
-                parts.append(_finite(src, part if part.shape[0] == s.segments else resample_segments(part, s.segments)))
-            out = np.concatenate(parts, axis=1)
-        return np.ascontiguousarray(out.transpose(1, 0, 2))
+        t = blocks[0][0].shape[0]
+        parts = []
+        for i, (arr, src, crop_major) in enumerate(blocks):
+            if crop_major and arr.shape[0] == s.segments:
+                part = np.asarray(arr, dtype=np.float32)     # stored as segments already
+            else:
+                # As the published loader: patches aligned to the main file's T, then every row
+                # resampled (row by row, so each block is resampled on its own, without a copy
+                # of the whole video).
+                part = resample_segments(align_snippets(arr, t) if i and not layout.crop_major else arr, s.segments)
+            parts.append(_finite(src, part))
+        return np.ascontiguousarray(np.concatenate(parts, axis=1).transpose(1, 0, 2))
 
     def snippet_count(self, path: str | Path) -> int:
         layout = self.inspect(Path(path))

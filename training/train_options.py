@@ -5,13 +5,17 @@ taken from the working directory, in a TOML file as on the command line."""
 from __future__ import annotations
 
 import argparse
-import tomllib
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from training.data import LAYOUTS
+
+try:
+    import tomllib
+except ModuleNotFoundError:   # Python 3.10: the same parser, packaged as tomli
+    import tomli as tomllib
 
 RESUME_LATEST = "latest"   # `--resume` without a path: the run's own resume.pt
 
@@ -36,7 +40,8 @@ class TrainOptions:
     patch_dirs: tuple[str, ...] = _opt((), "more directories holding <video>_patch{S}_i3d.npy companions ('{grid}' is replaced by the grid)")
     layout: str = _opt("auto", f"training file layout: {', '.join(LAYOUTS)} ([T, crops, F] or [crops, 32, F])")
     segments: int = _opt(32, "segments every training video is resampled to")
-    cache: bool = _opt(False, "keep the resampled training videos in memory")
+    cache: bool = _opt(False, "keep the resampled training videos in memory (each data-loading worker its own copy: "
+                              "best with --workers 0)")
     workers: int = _opt(2, "data-loading worker processes per training process")
     # The network ----------------------------------------------------------------------------
     stage: int = _opt(1, "SSRL stage 1-4 (stage n uses the first n-1 grids)")
