@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,6 +104,24 @@ def test_a_small_single_crop_model_with_its_own_grid_trains_stages_and_exports(t
     alone = evaluate_checkpoint(s2["last_checkpoint"], data.test_list, data.gt, crops=1, grids=(22,))
     assert alone.auc == pytest.approx(s2["history"][-1]["test_auc"], abs=1e-6)
     assert evaluate_bundle(tmp_path / "bundle", data.test_list, data.gt).auc == pytest.approx(alone.auc, abs=1e-3)
+
+
+def test_crop_major_training_files_train_exactly_like_snippet_major_ones(synthetic, tmp_path):
+    """The published UCF training features are stored [crops, 32, F]: the same videos stored so
+    must give the very same run."""
+    from training.data import FeatureReader, FeatureSpec
+    reader = FeatureReader(FeatureSpec(crops=CROPS, feature_size=F, grids=(23,)))
+    cm = tmp_path / "crop_major"
+    cm.mkdir()
+    for line in synthetic.train_list.read_text().split():
+        seg = reader.segments(synthetic.root / line)              # [crops + 6, 32, F]
+        np.save(cm / line, seg[:CROPS])
+        np.save(cm / line.replace("_i3d", "_patch23_i3d"), seg[CROPS:])
+    common = dict(stage=2, from_scratch=True, steps=3, test_list=None, gt=None)
+    a = train(options(synthetic, tmp_path / "a", **common))
+    b = train(options(synthetic, tmp_path / "b", features_dir=cm, layout="crop-major", **common))
+    sa, sb = read_state_dict(a["last_checkpoint"]), read_state_dict(b["last_checkpoint"])
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_only_the_new_grid_is_trainable_and_frozen_batchnorm_stays_in_eval(tmp_path):
