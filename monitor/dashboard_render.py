@@ -357,14 +357,14 @@ def alerts_panel(alerts: Sequence[AlertView], width: int, max_rows: int = 8) -> 
     if not alerts or max_rows <= 0:
         return [title]
     cam_w = min(24, max(6, max(len(redact(a.camera)) for a in alerts)))
-    snap_w = max(8, width - 11 - cam_w - 6 - 12 - 4 * GAP)
+    snap_w = max(8, width - 11 - cam_w - 6 - 16 - 4 * GAP)
     grid = _Grid([("time", 11, "left"), ("camera", cam_w, "left"), ("peak", 6, "right"),
-                  ("duration", 12, "left"), ("snapshot", snap_w, "left")])
+                  ("duration", 16, "left"), ("snapshot", snap_w, "left")])
     today = datetime.now().astimezone()
     lines = [title, *grid.head()]
     for a in alerts[:max_rows]:
         duration = (Text(f"● live {fmt_duration(a.duration_s)}", style="bold red") if a.active
-                    else Text(fmt_duration(a.duration_s)))
+                    else Text(fmt_duration(a.duration_s) + (f" ({a.reason})" if a.reason else "")))
         lines.append(grid.line([
             fmt_clock(a.started, today), Text(redact(a.camera), style="bold red" if a.active else ""),
             score_text(a.peak, a.threshold), duration,

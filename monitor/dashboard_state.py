@@ -12,6 +12,7 @@ a skewed clock cannot make live numbers look stale or stale numbers look live.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import deque
@@ -62,6 +63,7 @@ class AlertView:
     duration_s: float                # live alerts: grows with the receiver's clock
     snapshot: str | None
     active: bool
+    reason: str = ""                 # why it ended, when the monitor says (e.g. "shutdown")
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class _Alert:
     received_at: float
     snapshot: str | None
     active: bool
+    reason: str = ""
 
 
 class MessageError(ValueError):
@@ -207,7 +210,6 @@ class DashboardState:
 
     def feed_frames(self, frames: list[bytes], now: float | None = None) -> bool:
         """Take one raw ZeroMQ message (topic frame, JSON frame) as received by a SUB socket."""
-        import json
         if len(frames) != 2:
             return self._reject(f"{len(frames)} frames, expected 2 (topic, JSON object)")
         try:
@@ -345,6 +347,7 @@ class DashboardState:
         entry.received_at = now
         if event == "end":
             entry.active = False
+            entry.reason = _str(msg.get("reason"))
             entry.ended = _str(times[1]) or None
             self._set_alert(cam, False, now)
         else:
@@ -421,7 +424,7 @@ class DashboardState:
         for a in reversed(self._alerts.values()):
             duration = a.duration_s + (now - a.received_at if a.active else 0.0)
             alerts.append(AlertView(a.alert_id, a.monitor, a.camera, a.started, a.ended, a.peak,
-                                    a.threshold, duration, a.snapshot, a.active))
+                                    a.threshold, duration, a.snapshot, a.active, a.reason))
         return DashboardSnapshot(tuple(monitors), tuple(cameras), tuple(alerts), self.messages,
                                  self.malformed, self.last_error, self.feed_label,
                                  self.quiet_for(now), self._last_message is None, self.stale_after,

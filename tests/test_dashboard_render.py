@@ -36,9 +36,9 @@ def camera(name, score=0.2, threshold=0.6, in_alert=False, state="streaming", mo
 
 
 def alert(alert_id, camera_name, peak=0.91, active=True, duration=12.0, snapshot=None,
-          started="2026-11-24T20:01:02.345Z"):
+          started="2026-11-24T20:01:02.345Z", reason=""):
     return AlertView(alert_id, "box-1", camera_name, started, None if active else started, peak, 0.6, duration,
-                     snapshot, active)
+                     snapshot, active, reason)
 
 
 def snapshot(cameras=(), alerts=(), quiet=None, waiting=False, monitors=None, **kw):
@@ -172,7 +172,7 @@ def test_quiet_feed_and_waiting_banners():
 def test_recent_alerts_panel():
     started = "2026-11-24T20:01:02.345Z"
     alerts = [alert("b-1", "lobby", peak=0.77, active=True, duration=8.0, snapshot="/var/snaps/lobby/b-1.jpg"),
-              alert("a-1", "dock-gate", peak=0.95, active=False, duration=95.0, snapshot=None)]
+              alert("a-1", "dock-gate", peak=0.95, active=False, duration=95.0, snapshot=None, reason="shutdown")]
     text = draw(alerts_panel(alerts, 120), width=120)
     lines = text.splitlines()
     assert "recent alerts" in lines[0] and "(2)" in lines[0]
@@ -180,7 +180,7 @@ def test_recent_alerts_panel():
     dock = next(line for line in lines if "dock-gate" in line)
     assert lines.index(lobby) < lines.index(dock)                       # newest first
     assert "0.770" in lobby and "● live 8s" in lobby and "/var/snaps/lobby/b-1.jpg" in lobby
-    assert "0.950" in dock and "1m35s" in dock and "live" not in dock
+    assert "0.950" in dock and "1m35s (shutdown)" in dock and "live" not in dock
     assert fmt_clock(started) in lobby
     narrow = draw(alerts_panel([alert("x", "c", snapshot="/a/very/long/path/to/the/snapshots/x-0001.jpg")], 60), 60)
     assert "x-0001.jpg" in narrow and "…" in narrow                    # the file name survives

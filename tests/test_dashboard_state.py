@@ -35,11 +35,12 @@ class Feed:
         return self.send(f"score.{camera}", now, camera, snippet=0, frames=[0, 15], time=["", ""], score=score,
                          raw_score=score, threshold=threshold, in_alert=in_alert, latency_ms=50.0, lookahead=0)
 
-    def alert(self, now, camera, event, alert_id, peak, duration_s=0.0):
+    def alert(self, now, camera, event, alert_id, peak, duration_s=0.0, **extra):
         return self.send(f"alert.{camera}", now, camera, event=event, alert_id=alert_id, score=peak, peak=peak,
                          threshold=0.6, off_threshold=0.5, snippets=[3, 5], frames=[48, 95],
                          time=["2026-11-24T20:01:02.345Z", None if event == "start" else "2026-11-24T20:01:09.000Z"],
-                         duration_s=duration_s, model={"name": "m", "stage": 3}, snapshot=f"/snaps/{alert_id}.jpg")
+                         duration_s=duration_s, model={"name": "m", "stage": 3}, snapshot=f"/snaps/{alert_id}.jpg",
+                         **extra)
 
 
 def cams(snap):
@@ -89,7 +90,9 @@ def test_alert_start_and_end():
     assert newest.alert_id == "b-1" and newest.active
     assert older.alert_id == "a-1" and not older.active
     assert older.peak == 0.97 and older.duration_s == pytest.approx(4.2)  # no longer grows
-    assert older.ended == "2026-11-24T20:01:09.000Z"
+    assert older.ended == "2026-11-24T20:01:09.000Z" and older.reason == ""
+    feed.alert(7.0, "b", "end", "b-1", 0.7, duration_s=1.0, reason="shutdown")
+    assert state.snapshot(now=8.0).alerts[0].reason == "shutdown"
     # the next heartbeat is authoritative for the counts
     feed.status(10.0, ["a", "b"], alerts_today=7)
     assert state.snapshot(now=10.0).monitors[0].alerts_today == 7
