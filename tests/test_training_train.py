@@ -142,6 +142,18 @@ def test_only_the_new_grid_is_trainable_and_frozen_batchnorm_stays_in_eval(tmp_p
     assert model.classfier.training      # frozen, but its dropout stays active as published
 
 
+def test_stage2_starts_from_a_published_style_stage1_file(tmp_path):
+    """Published files may carry `module.` prefixes and name the clip block `Aggregate_base`."""
+    torch.manual_seed(0)
+    stage1 = SSRL(SSRLConfig(stage=1, crops=1, feature_size=16)).state_dict()
+    published = {"module." + k.replace("Aggregate_clip.", "Aggregate_base."): v for k, v in stage1.items()}
+    torch.save(published, tmp_path / "best_auc_stage1.pkl")
+    model = SSRL(SSRLConfig(stage=2, crops=1, feature_size=16))
+    frozen = load_initial(model, tmp_path / "best_auc_stage1.pkl")
+    assert frozen == set(stage1)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stage1.items())
+
+
 def test_starting_checkpoints_that_do_not_fit_are_refused(tmp_path):
     torch.manual_seed(0)
     save_checkpoint(SSRL(SSRLConfig(stage=3, crops=1, feature_size=16)), tmp_path / "s3.pkl")
