@@ -3,10 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests drive for real: FFmpeg, OpenCV's sample videos, RTSP servers, tmux.
-APT_PACKAGES=(ffmpeg opencv-doc tmux rtsp-server-perl
-              python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
-              gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav)
+# System packages the tests drive for real: OpenCV's sample videos, GStreamer's RTSP server, tmux, FFmpeg.
+APT_PACKAGES=(ffmpeg opencv-doc tmux
+              python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
