@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from training.weights_file import read_tensor_dict
 from training.ssrl import PUBLISHED_GRIDS, PUBLISHED_CROPS, SSRL, SSRLConfig
 
 
@@ -19,19 +20,7 @@ class CheckpointError(ValueError):
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a bad file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]  # a training checkpoint of ours, or a wrapped one
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors")
-    # DataParallel / DistributedDataParallel checkpoints carry a `module.` prefix.
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = read_tensor_dict(path, CheckpointError, "checkpoint file")
     # One published revision names the stage-1 clip relation block `Aggregate_base`.
     return {("Aggregate_clip." + k[len("Aggregate_base."):]) if k.startswith("Aggregate_base.") else k: v
             for k, v in state.items()}

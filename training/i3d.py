@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from training.weights_file import read_tensor_dict
+
 PUBLISHED_WIDTH = 64
 PUBLISHED_CLASSES = 400  # Kinetics-400; the classifier `fc` is in the file but unused here
 EXPANSION = 4
@@ -110,18 +112,7 @@ class I3DResNet50(nn.Module):
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict in an I3D weight file, read as untrusted input (weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise I3DError(f"{path}: no such I3D weight file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a bad file
-        raise I3DError(f"{path}: not a readable PyTorch weight file ({exc})") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise I3DError(f"{path}: expected a state dict of tensors")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    return read_tensor_dict(path, I3DError, "I3D weight file")
 
 
 def load_state(model: I3DResNet50, state: dict[str, torch.Tensor], source: str = "I3D weights") -> None:
