@@ -19,7 +19,8 @@ Parameters come from the URL query, for example
 
   seed      scene, people and events (int, default 0)
   rate      anomalies per minute on average (default 3; 0 = normal video only; at most 6)
-  size      anomaly size multiplier (default 1: mostly small; 2-3 gives large events)
+  size      anomaly size multiplier (default 1: mostly small; 2-3 puts people nearer the camera
+            and makes fires, flashes and vehicles larger)
   kinds     comma-separated subset of the kinds above (default all)
   first     seconds before the first anomaly starts (default 8; `first=random`: drawn like the others)
   fps       frame rate (default 15)
@@ -371,7 +372,7 @@ class Event:
 
 def _place_row(layout: Layout, rng, scale: float) -> float:
     """An image row for an actor whose size should be about `scale` times a mid-scene person."""
-    target = scale * 0.55 * layout.bottom_height
+    target = scale * 0.9 * layout.bottom_height
     return float(np.clip(layout.row_for_height(target) + rng.normal(0, 0.05 * layout.h), layout.far, layout.near))
 
 
@@ -497,7 +498,7 @@ class Throw(PersonEvent):
             self.y + rng.uniform(-1.0, 1.0) * a.h, self.layout.far, self.layout.near)))
         self.peak = rng.uniform(1.0, 2.5) * a.h
         self.colour = tuple(int(c) for c in rng.integers(0, 255, 3))
-        self.obj_r = max(1, int(0.06 * a.h * max(1.0, self.scale)))
+        self.obj_r = max(2, int(0.1 * a.h * max(1.0, self.scale)))   # a bottle, a stone, a bag
 
     def draw(self, img, i):
         a = self.actor
@@ -568,11 +569,13 @@ class Fight(Event):
                     box = p.stand(img)
                 anomalous = False
             elif t < self.fight_frames:
-                r = self.rng.normal(0, 1, 5)
-                p.x += 0.04 * p.h * r[0]
-                p.x = float(np.clip(p.x, self.x - 0.5 * p.h, self.x + 0.5 * p.h))
-                box = p.stand(img, arms=(1.4 + 0.9 * r[1], 1.0 + 0.9 * r[2]), legs=(0.25 * r[3], 0.25 * r[4]),
-                              lean=0.2 + 0.15 * r[3])
+                # Lunges, blows, kicks and hops: vigorous, erratic, in place -- unlike people passing.
+                r = self.rng.normal(0, 1, 6)
+                p.x += 0.08 * p.h * r[0]
+                p.x = float(np.clip(p.x, self.x - 0.45 * p.h, self.x + 0.45 * p.h))
+                box = draw_person(img, p.x, p.y - 0.06 * p.h * abs(r[5]), p.h, p.colours, p.direction,
+                                  arms=(1.6 + 1.2 * r[1], 1.2 + 1.2 * r[2]), legs=(0.4 * r[3], 0.4 * r[4]),
+                                  lean=0.25 + 0.3 * r[3])
                 anomalous = True
             else:
                 p.direction = -p.direction if t == self.fight_frames else p.direction
@@ -591,7 +594,7 @@ class Flash(Event):
     def __init__(self, *args):
         super().__init__(*args)
         lay, rng = self.layout, self.rng
-        self.y = rng.uniform(lay.far, lay.near)
+        self.y = _place_row(lay, rng, self.scale / 1.2)
         self.x = rng.uniform(0.1, 0.9) * lay.w
         self.r = max(4.0, 0.5 * lay.person_height(self.y) * self.scale * rng.uniform(0.8, 1.3))
         self.frames = int(rng.uniform(1.5, 3.0) * self.fps)
@@ -631,7 +634,7 @@ class Fire(Event):
     def __init__(self, *args):
         super().__init__(*args)
         lay, rng = self.layout, self.rng
-        self.y = rng.uniform(lay.far, lay.near)
+        self.y = _place_row(lay, rng, self.scale / 1.2)
         self.x = rng.uniform(0.1, 0.9) * lay.w
         self.r = max(3.0, 0.35 * lay.person_height(self.y) * self.scale * rng.uniform(0.8, 1.4))
         self.frames = int(rng.uniform(4.0, 8.0) * self.fps)

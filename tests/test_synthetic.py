@@ -105,7 +105,7 @@ def test_most_anomalies_are_small_and_size_makes_them_larger():
     g = [e["max_area"] for e in large.event_summaries()]
     assert len(s) >= 10
     assert np.mean(np.array(s) <= SMALL_AREA) >= 0.6
-    assert np.median(g) > 2 * np.median(s)
+    assert np.median(g) > 1.3 * np.median(s)   # people cannot grow past the nearest row; fires, flashes, vehicles do
 
 
 def test_rate_zero_is_normal_only():
