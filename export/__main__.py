@@ -24,6 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--crops", type=int, default=10, help="crops per snippet the model was trained on (10 or 1)")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="live sliding window, snippets")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="default alert threshold")
+    p.add_argument("--min-snippets", type=int, default=1,
+                   help="default minimum alert duration: consecutive snippets at or above the threshold")
     g = p.add_argument_group("preprocessing recorded with the backbone")
     g.add_argument("--resize", choices=RESIZE_MODES, default="fast",
                    help="resize mode the live monitor uses (default fast; extraction defaults to reference)")
@@ -72,7 +74,8 @@ def main(argv=None) -> int:
             manifest = write_bundle(args.out, model, graphs=graphs, stage=0, crops=args.crops,
                                     feature_size=backbone.feature_size if backbone is not None else None,
                                     preprocessing=preprocessing, source=source,
-                                    window=args.window, threshold=args.threshold)
+                                    window=args.window, threshold=args.threshold,
+                                    min_snippets=args.min_snippets)
     except (CheckpointError, I3DError, GeometryError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2

@@ -42,7 +42,8 @@ def head_graphs(model: SSRL, out: Path) -> dict[str, GraphSpec]:
 def write_bundle(out: str | Path, model: SSRL | None = None, *, graphs: dict[str, GraphSpec] | None = None,
                  stage: int | None = None, crops: int | None = None, feature_size: int | None = None,
                  preprocessing: dict | None = None, source: dict | None = None,
-                 window: int = DEFAULT_WINDOW, threshold: float = DEFAULT_THRESHOLD) -> Manifest:
+                 window: int = DEFAULT_WINDOW, threshold: float = DEFAULT_THRESHOLD,
+                 min_snippets: int = 1) -> Manifest:
     """Export the head of `model` (if given) into `out`, add any extra `graphs` already written
     there (the backbone), and write manifest.json."""
     out = Path(out)
@@ -57,7 +58,7 @@ def write_bundle(out: str | Path, model: SSRL | None = None, *, graphs: dict[str
         grids = []
     manifest = Manifest(
         stage=stage, grids=grids, crops=crops, feature_size=feature_size, graphs=all_graphs,
-        snippet_length=SNIPPET_LENGTH, window=window, threshold=threshold,
+        snippet_length=SNIPPET_LENGTH, window=window, threshold=threshold, min_snippets=min_snippets,
         preprocessing=preprocessing or {}, producer=f"ssrl-monitor {__version__}",
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         source={**(source or {}), "sha256": {g.file: sha256(out / g.file) for g in all_graphs.values()}},

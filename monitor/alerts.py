@@ -30,8 +30,8 @@ class SnippetInfo:
 
 class AlertPolicy:
     def __init__(self, camera: str, settings: AlertSettings, model: dict, snapshot_dir: str | Path | None = None):
-        if settings.on is None or settings.off is None:
-            raise ValueError("AlertPolicy needs resolved on and off levels (AlertSettings.resolved)")
+        if settings.on is None or settings.off is None or settings.min_snippets is None:
+            raise ValueError("AlertPolicy needs resolved settings: on, off, min_snippets (AlertSettings.resolved)")
         self.camera = camera
         self.settings = settings
         self.model = model

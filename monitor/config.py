@@ -37,14 +37,16 @@ class ConfigError(ValueError):
 class AlertSettings:
     on: float | None = None        # start level; None: the bundle's threshold
     off: float | None = None       # end level (hysteresis); None: on - 0.1 (at least 0)
-    min_snippets: int = 1          # minimum duration: consecutive snippets at or above `on`
+    min_snippets: int | None = None  # minimum duration: consecutive snippets at or above `on`; None: the bundle's
     cooldown_s: float = 10.0       # after an alert ends, no new one starts for this long
     smoothing: int = 1             # moving mean over this many snippets (1: off)
 
-    def resolved(self, threshold: float) -> "AlertSettings":
+    def resolved(self, threshold: float, min_snippets: int = 1) -> "AlertSettings":
+        """Concrete settings: unset keys take the bundle's threshold and minimum duration."""
         on = threshold if self.on is None else self.on
         off = max(0.0, on - 0.1) if self.off is None else self.off
-        return dataclasses.replace(self, on=on, off=min(off, on))
+        runs = min_snippets if self.min_snippets is None else self.min_snippets
+        return dataclasses.replace(self, on=on, off=min(off, on), min_snippets=runs)
 
 
 @dataclass

@@ -199,7 +199,8 @@ class Engine:
         self.cameras: list[CameraState] = [self._camera(c) for c in config.cameras]
 
     def _camera(self, c: CameraConfig) -> CameraState:
-        settings = self.config.alert_settings(c).resolved(self.bundle.manifest.threshold)
+        settings = self.config.alert_settings(c).resolved(self.bundle.manifest.threshold,
+                                                               self.bundle.manifest.min_snippets)
         policy = AlertPolicy(c.name, settings, self.model_info, self.config.log.snapshots)
         assembler = SnippetAssembler(c.name, self.geometry.snippet_length, self.config.engine.frame_stride)
         source = CameraSource(c.name, c.url, transport=c.transport, loop=c.loop, pace=c.pace, fps=c.fps,

@@ -46,6 +46,9 @@ class Manifest:
     snippet_length: int = SNIPPET_LENGTH
     window: int = DEFAULT_WINDOW
     threshold: float = DEFAULT_THRESHOLD
+    # Consecutive snippets at or above the threshold before an alert starts, as calibrated
+    # with the threshold (a model whose scores spike for one snippet on normal video needs 2).
+    min_snippets: int = 1
     preprocessing: dict = field(default_factory=dict)
     producer: str = ""
     created: str = ""
@@ -69,6 +72,7 @@ class Manifest:
             "snippet_length": self.snippet_length,
             "window": self.window,
             "threshold": self.threshold,
+            "min_snippets": self.min_snippets,
             "preprocessing": self.preprocessing,
             "graphs": {name: g.to_dict() for name, g in self.graphs.items()},
             "source": self.source,
@@ -117,6 +121,7 @@ class Manifest:
         snippet_length = need("snippet_length", int, lambda v: v >= 1, "must be at least 1")
         window = need("window", int, lambda v: v >= 1, "must be at least 1")
         threshold = need("threshold", (int, float), lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]")
+        min_snippets = need("min_snippets", int, lambda v: v >= 1, "must be at least 1") if "min_snippets" in data else 1
         raw_graphs = need("graphs", dict)
         graphs = {}
         for name, spec in raw_graphs.items():
@@ -140,6 +145,6 @@ class Manifest:
         if stage == 1 and "spatial" in graphs:
             raise BundleError(f"{source}: field 'graphs.spatial' present but stage 1 has no patch grids")
         return cls(stage=stage, grids=grids, crops=crops, feature_size=feature_size, graphs=graphs,
-                   snippet_length=snippet_length, window=window, threshold=float(threshold),
+                   snippet_length=snippet_length, window=window, threshold=float(threshold), min_snippets=min_snippets,
                    preprocessing=data.get("preprocessing", {}) or {}, producer=data.get("producer", ""),
                    created=data.get("created", ""), source=data.get("source", {}) or {}, schema=schema)

@@ -8,7 +8,7 @@ import torch
 
 from export.__main__ import main as export_main
 from monitor.bundle import Bundle
-from monitor.manifest import BundleError
+from monitor.manifest import BundleError, Manifest
 from monitor.offline import score_video
 from tests.head_helpers import seeded_features, seeded_model, torch_scores
 from training.checkpoint import save_checkpoint
@@ -68,13 +68,16 @@ def test_batched_temporal_windows_are_independent(tmp_path):
 
 def test_graphs_pass_checker_and_manifest_records_everything(tmp_path):
     model = seeded_model(3, feature_size=64, crops=1)
-    out = export(tmp_path, model, "--window", "24", "--threshold", "0.7")
+    out = export(tmp_path, model, "--window", "24", "--threshold", "0.7", "--min-snippets", "2")
     for name in ("spatial.onnx", "temporal.onnx"):
         onnx.checker.check_model(str(out / name), full_check=True)
     m = json.loads((out / "manifest.json").read_text())
     assert m["stage"] == 3 and m["grids"] == [23, 35] and m["patches"] == [6, 15]
     assert m["crops"] == 1 and m["feature_size"] == 64 and m["snippet_length"] == 16
-    assert m["window"] == 24 and m["threshold"] == 0.7
+    assert m["window"] == 24 and m["threshold"] == 0.7 and m["min_snippets"] == 2
+    # Bundles written before the field existed alert on a single snippet.
+    m.pop("min_snippets")
+    assert Manifest.from_dict(m).min_snippets == 1 and Bundle(out).manifest.min_snippets == 2
     assert m["producer"].startswith("ssrl-monitor ")
     assert m["graphs"]["spatial"]["inputs"] == {"crops": ["snippets", 1, 64], "patches": ["snippets", 21, 64]}
     assert m["graphs"]["temporal"]["inputs"] == {"features": ["batch", "time", 1, 64]}
@@ -100,6 +103,7 @@ def edit_manifest(out, change):
     (lambda m: m.update(stage=3, grids=[23, 35], patches=[6, 15]), "grids"),
     (lambda m: m.pop("window"), "window"),
     (lambda m: m.update(threshold=1.5), "threshold"),
+    (lambda m: m.update(min_snippets=0), "min_snippets"),
     (lambda m: m["graphs"]["temporal"].update(file="absent.onnx"), "graphs.temporal.file"),
     (lambda m: m["graphs"]["spatial"]["inputs"].update(patches=["snippets", 15, 64]), "grids"),
     (lambda m: m["graphs"]["temporal"].update(inputs={"feats": ["batch", "time", 10, 64]}), "graphs.temporal.inputs"),

@@ -29,7 +29,7 @@ from tests.live_helpers import ROOT, endpoint
 def test_config_defaults_and_every_example_in_configs_load():
     c = cfgmod.load(None)
     assert c.publish.endpoint == "tcp://127.0.0.1:5556" and c.model_path() == cfgmod.DEMO_BUNDLE
-    assert c.engine.max_batch >= 1 and c.alerts.min_snippets == 1 and c.cameras == []
+    assert c.engine.max_batch >= 1 and c.alerts.min_snippets is None and c.cameras == []
     for name in ("default.toml", "webcam.toml", "rtsp-cameras.toml", "file-replay.toml"):
         loaded = cfgmod.load(ROOT / "configs" / name)
         assert loaded.cameras, name
@@ -63,6 +63,11 @@ def test_camera_alert_settings_override_the_global_ones(tmp_path):
     first, second = (c.alert_settings(cam).resolved(0.5) for cam in c.cameras)
     assert (first.on, first.cooldown_s, second.on) == (0.9, 5.0, 0.7)
     assert first.off == pytest.approx(0.8) and [cam.name for cam in c.cameras] == ["cam0", "cam1"]
+    # Unset keys take the bundle's calibration; a configured key wins over it.
+    assert first.min_snippets == 1 and c.alert_settings(c.cameras[0]).resolved(0.5, 2).min_snippets == 2
+    path.write_text("[alerts]\nmin_snippets = 3\n[[cameras]]\nurl = 'a.avi'\n")
+    c = cfgmod.load(path)
+    assert c.alert_settings(c.cameras[0]).resolved(0.5, 2).min_snippets == 3
 
 
 # ----------------------------------------------------------------------------- sources
@@ -179,21 +184,21 @@ def _run(policy: AlertPolicy, scores) -> list[tuple[int, str]]:
 
 def test_alert_hysteresis_min_duration_cooldown_and_smoothing():
     model = {"name": "m", "stage": 1}
-    policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4, cooldown_s=0), model)
+    policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4, min_snippets=1, cooldown_s=0), model)
     # 0.5 between off and on keeps an alert going; one dip below off ends it.
     assert _run(policy, [0.1, 0.7, 0.5, 0.5, 0.3, 0.5, 0.7]) == [
         (1, "start", (1, 1)), (4, "end", (1, 3)), (6, "start", (6, 6))]
     policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4, min_snippets=3, cooldown_s=0), model)
     assert _run(policy, [0.9, 0.9, 0.1, 0.9, 0.9, 0.9, 0.1]) == [(5, "start", (3, 5)), (6, "end", (3, 5))]
-    policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4, cooldown_s=2.5), model)
+    policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4, min_snippets=1, cooldown_s=2.5), model)
     assert _run(policy, [0.9, 0.1, 0.9, 0.9, 0.9]) == [(0, "start", (0, 0)), (1, "end", (0, 0)), (4, "start", (4, 4))]
-    policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4, smoothing=3, cooldown_s=0), model)
+    policy = AlertPolicy("c", AlertSettings(on=0.6, off=0.4, min_snippets=1, smoothing=3, cooldown_s=0), model)
     assert _run(policy, [0.0, 0.0, 0.9, 0.9, 0.0, 0.0, 0.0]) == [(3, "start", (3, 3)), (5, "end", (3, 4))]
     assert policy.count == 1 and not policy.in_alert and policy.close() == []
 
 
 def test_an_alert_records_peak_ranges_times_and_a_snapshot(tmp_path):
-    policy = AlertPolicy("door", AlertSettings(on=0.5, off=0.3), {"name": "m", "stage": 4}, tmp_path / "snaps")
+    policy = AlertPolicy("door", AlertSettings(on=0.5, off=0.3, min_snippets=1), {"name": "m", "stage": 4}, tmp_path / "snaps")
     frame = np.full((24, 32, 3), 200, np.uint8)
     _, start = policy.update(_info(2), 0.8, frame)
     policy.update(_info(3), 0.95)
