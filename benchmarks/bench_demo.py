@@ -15,7 +15,7 @@ Prints:
 4. the default demo live: `python run_monitor.py` with no source or model (its own synthetic
    camera and the shipped bundle) for --live-seconds, publishing on a free local port: the
    seconds to its first alert, the source fps (input_fps) against the processing rate
-   (snippets_per_s x 16) from its status messages, and snippets dropped;
+   (processing_fps) from its status messages, and snippets dropped;
 5. the cost of one snippet on this machine: render, preprocess, backbone, heads.
 """
 from __future__ import annotations
@@ -118,7 +118,7 @@ def live_default(seconds: float) -> dict:
     cams = [c for s in status[len(status) // 3:] for c in s.get("cameras", [])]   # after warm-up
     return {"returncode": proc.returncode, "first_score_s": first_score, "first_alert_s": first_alert,
             "input_fps": statistics.median([c["input_fps"] for c in cams]) if cams else None,
-            "processing_fps": 16 * statistics.median([c["snippets_per_s"] for c in cams]) if cams else None,
+            "processing_fps": statistics.median([c["processing_fps"] for c in cams]) if cams else None,
             "dropped": max([c.get("dropped_snippets", 0) for c in cams], default=None),
             "status_messages": len(status), "stderr_tail": err[-400:]}
 
@@ -223,7 +223,7 @@ def main() -> None:
               f"first score after {live['first_score_s'] and round(live['first_score_s'], 1)} s, first alert after "
               f"{live['first_alert_s'] and round(live['first_alert_s'], 1)} s (from process start)")
         print(f"   source {live['input_fps']} fps, processing {live['processing_fps'] and round(live['processing_fps'], 2)}"
-              f" fps (snippets/s x 16), dropped snippets {live['dropped']}, {live['status_messages']} status messages")
+              f" fps (status messages, after warm-up), dropped snippets {live['dropped']}, {live['status_messages']} status messages")
         if live["returncode"] not in (0, None):
             print("   stderr: " + live["stderr_tail"])
 

@@ -466,6 +466,7 @@ class Engine:
         sizes = list(self.batch_sizes)
         with self._cond:
             queues = {c.name: (len(c.pending), c.dropped) for c in self.cameras}
+        frames_per_snippet = self.geometry.snippet_length * self.config.engine.frame_stride
         for cam in self.cameras:
             state, reason, _ = cam.source.state()
             latencies = list(cam.latencies)
@@ -473,6 +474,9 @@ class Engine:
             cameras.append({
                 "camera": cam.name, "state": state, "input_fps": round(cam.source.input_fps(), 2),
                 "snippets_per_s": round(cam.snippets_per_s(now), 3),
+                # Source frames scored per second (each snippet covers length x stride of them):
+                # keeping up means this matches input_fps.
+                "processing_fps": round(cam.snippets_per_s(now) * frames_per_snippet, 2),
                 "latency_ms": round(statistics.median(latencies), 1) if latencies else None,
                 "queue": queue, "dropped_snippets": dropped,
                 "score": None if cam.score is None else round(cam.score, 6), "threshold": cam.policy.on,

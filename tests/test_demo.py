@@ -118,6 +118,7 @@ def test_the_default_run_raises_an_alert_on_the_socket(tmp_path):
     assert alert["camera"] == "synthetic" and alert["threshold"] == Bundle(DEMO_BUNDLE).manifest.threshold
     status = [c for m in sub.of("status") for c in m["cameras"]]
     assert {c["camera"] for c in status} == {"synthetic"} and any((c["input_fps"] or 0) > 0 for c in status)
+    assert all(c["processing_fps"] >= 0 for c in status)   # frames scored per second, beside input_fps
     logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert alert["alert_id"] in {e["alert_id"] for e in logged}
 

@@ -17,7 +17,7 @@ SCORE_FIELDS = {"snippet", "frames", "time", "score", "raw_score", "threshold", 
 ALERT_FIELDS = {"event", "alert_id", "score", "peak", "threshold", "off_threshold", "snippets", "frames", "time",
                 "duration_s", "model", "snapshot"}
 STATUS_FIELDS = {"uptime_s", "model", "dropped_messages", "alerts_today", "cameras"}
-STATUS_CAMERA_FIELDS = {"camera", "state", "input_fps", "snippets_per_s", "latency_ms", "queue", "dropped_snippets",
+STATUS_CAMERA_FIELDS = {"camera", "state", "input_fps", "snippets_per_s", "processing_fps", "latency_ms", "queue", "dropped_snippets",
                         "score", "threshold", "in_alert", "alerts", "source"}
 
 

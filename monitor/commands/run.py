@@ -158,7 +158,8 @@ def _status_line(topic: str, message: dict) -> None:
     for c in message["cameras"]:
         lat = "-" if c["latency_ms"] is None else f"{c['latency_ms']:.0f} ms"
         score = "-" if c["score"] is None else f"{c['score']:.3f}"
-        parts.append(f"{c['camera']} {c['state']} {c['input_fps']:.1f} fps {c['snippets_per_s']:.2f} snip/s "
+        parts.append(f"{c['camera']} {c['state']} {c['input_fps']:.1f} fps in, {c['processing_fps']:.1f} fps scored "
+                     f"({c['snippets_per_s']:.2f} snip/s) "
                      f"latency {lat} score {score}{' ALERT' if c['in_alert'] else ''}"
                      f"{' dropped ' + str(c['dropped_snippets']) if c['dropped_snippets'] else ''}")
     log.info("status: %s", " | ".join(parts) or "no cameras")
