@@ -14,17 +14,9 @@ from tests.training_synthetic import make_feature_set
 from training.evaluate import (EvaluationError, evaluate_bundle, evaluate_checkpoint, frame_metrics,
                                frames_from_snippets, main)
 from training.checkpoint import save_checkpoint
+from tests.torch_threads import one_thread  # noqa: F401  (autouse)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -18,18 +18,10 @@ from training.evaluate import evaluate_checkpoint
 from training.ssrl import SSRL, SSRLConfig
 from training.train import freeze, load_initial, main, train
 from training.train_options import OptionsError, TrainOptions, options_from_args
+from tests.torch_threads import one_thread  # noqa: F401  (autouse)
 
 ROOT = Path(__file__).resolve().parents[1]
 F, CROPS = 32, 2
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
