@@ -2,7 +2,7 @@
 recipe never uses, false alerts on anomaly-free video, and the live default on this machine.
 
     python benchmarks/bench_demo.py [--bundle monitor/demo_bundle] [--run runs/demo]
-        [--videos 40] [--seconds 60] [--normal-minutes 10] [--live-seconds 60] [--jobs 2]
+        [--videos 40] [--seconds 60] [--normal-minutes 10] [--normal-streams 1] [--live-seconds 60] [--jobs 2]
 
 Prints:
 1. frame AUC per stage on the unseen test set (stages 1-3 from the recipe's checkpoints in
@@ -10,7 +10,7 @@ Prints:
    small anomalies only (their frames and all normal frames), and stage 4 minus stage 1 there;
 2. streaming (the live engine's sliding window, monitor.engine.stream_scores) versus offline
    (the whole video at once) frame AUC of the bundle, and the gap;
-3. alerts on a normal-only synthetic stream (rate=0) of --normal-minutes, scored as the engine
+3. alerts on --normal-streams normal-only synthetic streams (rate=0) of --normal-minutes each, scored as the engine
    scores and put through the engine's alert policy with the bundle's threshold;
 4. the default demo live: `python run_monitor.py` with no source or model (its own synthetic
    camera and the shipped bundle) for --live-seconds, publishing on a free local port: the
@@ -46,7 +46,7 @@ from training.demo import (BENCH_SEEDS, CAMERA, SNIPPET, Plan, alert_trace, extr
                            frame_auc, make_videos)
 
 
-def unseen_videos(n: int, seconds: float, normal_minutes: float):
+def unseen_videos(n: int, seconds: float, normal_minutes: float, normal_streams: int = 1):
     """Test videos (70 % with anomalies) and one long anomaly-free video, all from seeds at
     BENCH_SEEDS and above, which the recipe never uses (its seeds lie below)."""
     rng = np.random.default_rng([BENCH_SEEDS, 6])
@@ -54,7 +54,7 @@ def unseen_videos(n: int, seconds: float, normal_minutes: float):
     plan = Plan()
     videos = make_videos("test", 1, n_abn, seconds, plan.test_rate, BENCH_SEEDS, rng)
     videos += make_videos("test", 0, n - n_abn, seconds, 0.0, BENCH_SEEDS + n_abn, rng)
-    videos += make_videos("normal", 0, 1, normal_minutes * 60, 0.0, BENCH_SEEDS + n, rng)
+    videos += make_videos("normal", 0, normal_streams, normal_minutes * 60, 0.0, BENCH_SEEDS + n, rng)
     return videos
 
 
@@ -152,6 +152,7 @@ def main() -> None:
     p.add_argument("--videos", type=int, default=40)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--normal-minutes", type=float, default=10.0)
+    p.add_argument("--normal-streams", type=int, default=1, help="anomaly-free streams, each of --normal-minutes")
     p.add_argument("--live-seconds", type=float, default=60.0, help="0 skips the live run")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--work", type=Path, help="keep the features here (default: a temporary folder)")
@@ -162,7 +163,7 @@ def main() -> None:
     print(f"bundle {args.bundle}: stage {m.stage}, F {m.feature_size}, window {m.window}, threshold {m.threshold}")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        videos = unseen_videos(args.videos, args.seconds, args.normal_minutes)
+        videos = unseen_videos(args.videos, args.seconds, args.normal_minutes, args.normal_streams)
         t = time.perf_counter()
         results = extract_all(videos, args.bundle, work, args.jobs, lambda s: None)
         print(f"rendered and extracted {len(videos)} unseen videos in {time.perf_counter() - t:.0f} s "
@@ -197,14 +198,15 @@ def main() -> None:
         auc_s = frame_auc(str_frames, gt)
         print(f"\n2. streaming (window {m.window}) AUC {auc_s:.4f} vs offline {auc_b:.4f}: gap {auc_b - auc_s:+.4f}")
 
-        # 3. normal-only stream
-        normal = [v for v in videos if v.split == "normal"][0]
-        c, q = load_video_features(work / "normal" / f"{normal.name}_i3d.npy", m)
-        ns = stream_scores(bundle, np.asarray(c), None if q is None else np.asarray(q))
-        alerts = alert_trace(ns, m.threshold, m.min_snippets)[0]
-        print(f"\n3. normal-only stream, {normal.frames / CAMERA['fps'] / 60:.1f} min ({len(ns)} snippets): "
-              f"{alerts} alert(s) with the bundle's policy (threshold {m.threshold}, {m.min_snippets} snippet(s) "
-              f"long); highest score {ns.max():.3f}")
+        # 3. normal-only streams
+        print(f"\n3. normal-only streams, alerts with the bundle's policy (threshold {m.threshold}, "
+              f"{m.min_snippets} snippet(s) long):")
+        for normal in [v for v in videos if v.split == "normal"]:
+            c, q = load_video_features(work / "normal" / f"{normal.name}_i3d.npy", m)
+            ns = stream_scores(bundle, np.asarray(c), None if q is None else np.asarray(q))
+            alerts = alert_trace(ns, m.threshold, m.min_snippets)[0]
+            print(f"   seed {normal.seed}, {normal.frames / CAMERA['fps'] / 60:.1f} min ({len(ns)} snippets): "
+                  f"{alerts} alert(s); highest score {ns.max():.3f}")
         # Per-event detection under the bundle's policy, on the streaming scores: the policy is
         # in an alert during some snippet of the event (or the one after it).
         hit, small_hit = [], []
