@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from training.weights_file import read_tensor_dict
+from training.weights_file import read_tensor_dict, state_dict_mismatches
 from training.ssrl import PUBLISHED_GRIDS, PUBLISHED_CROPS, SSRL, SSRLConfig
 
 
@@ -44,17 +44,7 @@ def infer_config(state: dict[str, torch.Tensor], grids=None, crops: int = PUBLIS
 
 def load_into(model: SSRL, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Strict load that explains itself: missing, unexpected and mis-shaped tensors by name."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    problems = []
-    for k, v in expected.items():
-        if k in state and tuple(state[k].shape) != tuple(v.shape):
-            problems.append(f"tensor '{k}': expected shape {list(v.shape)}, found {list(state[k].shape)}")
-    if missing:
-        problems.append(f"missing tensors: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-    if unexpected:
-        problems.append(f"unexpected tensors: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+    problems = state_dict_mismatches(model.state_dict(), state)
     if problems:
         raise CheckpointError(f"{source} does not fit SSRL stage {model.config.stage} "
                               f"(grids {list(model.config.active_grids)}): " + "; ".join(problems))

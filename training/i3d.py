@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.weights_file import read_tensor_dict
+from training.weights_file import read_tensor_dict, state_dict_mismatches
 
 PUBLISHED_WIDTH = 64
 PUBLISHED_CLASSES = 400  # Kinetics-400; the classifier `fc` is in the file but unused here
@@ -117,15 +117,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_state(model: I3DResNet50, state: dict[str, torch.Tensor], source: str = "I3D weights") -> None:
     """Strict load that names every missing, unexpected or mis-shaped tensor."""
-    expected = model.state_dict()
-    problems = [f"tensor '{k}': expected shape {list(v.shape)}, found {list(state[k].shape)}"
-                for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing:
-        problems.append(f"missing tensors: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-    if unexpected:
-        problems.append(f"unexpected tensors: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+    problems = state_dict_mismatches(model.state_dict(), state)
     if problems:
         raise I3DError(f"{source} does not fit I3D-ResNet50 (width {model.width}): " + "; ".join(problems))
     model.load_state_dict(state, strict=True)

@@ -40,6 +40,7 @@ from training.evaluate import EvaluationError, TestSet, score_entries, video_met
 from training.loss import LossTerms, LossWeights, ssrl_loss
 from training.ssrl import SSRL, SSRLConfig
 from training.train_options import OptionsError, TrainOptions, options_from_args
+from training.weights_file import state_dict_mismatches
 
 STATE_FORMAT = "ssrl-train-state/1"
 BEST_TEST = "best_test_auc.pkl"
@@ -80,18 +81,10 @@ def load_initial(model: SSRL, path: str | Path) -> set[str]:
                               f"stage {stage - 1} (or fine-tunes stage {stage})")
     own = model.state_dict()
     fresh = new_grid_prefixes(model.config) if found.stage == stage - 1 else ()
-    problems = []
-    missing = [k for k in own if k not in state and not k.startswith(fresh)]
-    if missing:
-        problems.append(f"missing tensors: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
-    for k, v in state.items():
-        if k not in own:
-            problems.append(f"unexpected tensor '{k}'")
-        elif tuple(v.shape) != tuple(own[k].shape):
-            problems.append(f"tensor '{k}': the network has shape {list(own[k].shape)}, the file {list(v.shape)}")
+    problems = state_dict_mismatches(own, state, may_lack=fresh)
     if problems:
         raise CheckpointError(f"{path} does not fit stage {stage} with grids {list(model.config.grids)}: "
-                              + "; ".join(problems[:8]))
+                              + "; ".join(problems))
     merged = dict(own)
     merged.update(state)
     model.load_state_dict(merged, strict=True)

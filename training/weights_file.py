@@ -22,3 +22,21 @@ def read_tensor_dict(path: str | Path, error: type[Exception], kind: str) -> dic
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise error(f"{path}: expected a state dict of tensors")
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def state_dict_mismatches(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+                          may_lack: tuple[str, ...] = ()) -> list[str]:
+    """What stops `state` from loading strictly into a network whose own state dict is
+    `expected`: mis-shaped tensors by name with both shapes, then missing and unexpected names
+    (missing ones starting with a `may_lack` prefix are allowed). Empty when it fits."""
+    def names(keys):
+        return f"{', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+    problems = [f"tensor '{k}': expected shape {list(v.shape)}, found {list(state[k].shape)}"
+                for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    missing = [k for k in expected if k not in state and not (may_lack and k.startswith(may_lack))]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        problems.append(f"missing tensors: {names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {names(unexpected)}")
+    return problems
