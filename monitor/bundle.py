@@ -88,17 +88,21 @@ class Bundle:
     def has_backbone(self) -> bool:
         return "backbone" in self.sessions
 
-    def fuse(self, crops: np.ndarray, patches: np.ndarray | None) -> np.ndarray:
+    # `run_options`: an onnxruntime.RunOptions whose `terminate` lets another thread stop a run.
+    def fuse(self, crops: np.ndarray, patches: np.ndarray | None, run_options=None) -> np.ndarray:
         """[N, C, F] crops (+ [N, ΣP, F] patches) -> [N, C, F] fused crop features."""
         if self.manifest.stage == 1:
             return np.asarray(crops, dtype=np.float32)
         return self.sessions["spatial"].run(None, {
             "crops": np.ascontiguousarray(crops, dtype=np.float32),
-            "patches": np.ascontiguousarray(patches, dtype=np.float32)})[0]
+            "patches": np.ascontiguousarray(patches, dtype=np.float32)}, run_options)[0]
 
-    def scores(self, window: np.ndarray) -> np.ndarray:
+    def scores(self, window: np.ndarray, run_options=None) -> np.ndarray:
         """[B, T, C, F] fused snippets -> [B, T] crop-averaged scores."""
-        return self.sessions["temporal"].run(None, {"features": np.ascontiguousarray(window, dtype=np.float32)})[0]
+        return self.sessions["temporal"].run(
+            None, {"features": np.ascontiguousarray(window, dtype=np.float32)}, run_options)[0]
 
-    def backbone(self, clips: np.ndarray) -> np.ndarray:
-        return self.sessions["backbone"].run(None, {"clips": np.ascontiguousarray(clips, dtype=np.float32)})[0]
+    def backbone(self, clips: np.ndarray, run_options=None) -> np.ndarray:
+        """[N, 3, 16, H, W] clips -> [N, F] features."""
+        return self.sessions["backbone"].run(
+            None, {"clips": np.ascontiguousarray(clips, dtype=np.float32)}, run_options)[0]

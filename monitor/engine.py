@@ -172,6 +172,9 @@ class Engine:
         if not bundle.has_backbone:
             raise BundleError(f"{bundle.path}: has no backbone graph (backbone.onnx); the live monitor needs one "
                               f"to turn frames into features (python -m export --backbone ... --out {bundle.path})")
+        if m.stage == 0:
+            raise BundleError(f"{bundle.path}: is a backbone-only bundle (stage 0) with no SSRL head to score with; "
+                              f"export one with python -m export --checkpoint ... --backbone ... --out DIR")
         self.config = config
         self.bundle = bundle
         self.publisher = publisher
@@ -245,11 +248,11 @@ class Engine:
         g = self.geometry
         shapes = {(g.crop_size, g.crop_size)} | ({(g.patch_size, g.patch_size)} if g.grids else set())
         for h, w in shapes:
-            self._backbone(np.zeros((1, 3, g.snippet_length, h, w), np.float32))
+            self._run(self.bundle.backbone, np.zeros((1, 3, g.snippet_length, h, w), np.float32))
         m = self.bundle.manifest
         crops = np.zeros((1, m.crops, m.feature_size), np.float32)
         patches = np.zeros((1, sum(m.patches), m.feature_size), np.float32) if m.stage > 1 else None
-        self._temporal(self._spatial(crops, patches)[None])
+        self._run(self.bundle.scores, self._run(self.bundle.fuse, crops, patches)[None])
 
     def start(self) -> "Engine":
         for target, name in ((self._score_loop, "engine"), (self._housekeeping_loop, "status")):
@@ -289,18 +292,9 @@ class Engine:
         """True once every source has ended (files not looped) and everything is scored."""
         return self._finished.wait(timeout)
 
-    # ------------------------------------------------------------------ graphs
-    def _backbone(self, clips: np.ndarray) -> np.ndarray:
-        return self.bundle.sessions["backbone"].run(None, {"clips": clips}, self._run_options)[0]
-
-    def _spatial(self, crops: np.ndarray, patches: np.ndarray | None) -> np.ndarray:
-        if patches is None:
-            return crops
-        return self.bundle.sessions["spatial"].run(None, {"crops": crops, "patches": patches}, self._run_options)[0]
-
-    def _temporal(self, windows: np.ndarray) -> np.ndarray:
-        return self.bundle.sessions["temporal"].run(
-            None, {"features": np.ascontiguousarray(windows, np.float32)}, self._run_options)[0]
+    def _run(self, graph, *inputs):
+        """A bundle graph under the engine's RunOptions, which stop() uses to cut a run short."""
+        return graph(*inputs, run_options=self._run_options)
 
     # ------------------------------------------------------------------ scoring thread
     def _score_loop(self) -> None:
@@ -364,20 +358,21 @@ class Engine:
         if m.stage > 1:
             patch_clips = np.concatenate([patches for _, patches in prepared])
             if patch_clips.shape[1:] == crop_clips.shape[1:]:
-                features = self._backbone(np.concatenate([crop_clips, patch_clips]))
+                features = self._run(self.bundle.backbone, np.concatenate([crop_clips, patch_clips]))
                 crop_f, patch_f = features[: n * c], features[n * c:]
             else:  # patches of another size than crops: one call per clip size
-                crop_f, patch_f = self._backbone(crop_clips), self._backbone(patch_clips)
-            fused = self._spatial(crop_f.reshape(n, c, -1), patch_f.reshape(n, p, -1))
+                crop_f = self._run(self.bundle.backbone, crop_clips)
+                patch_f = self._run(self.bundle.backbone, patch_clips)
+            fused = self._run(self.bundle.fuse, crop_f.reshape(n, c, -1), patch_f.reshape(n, p, -1))
         else:
-            fused = self._backbone(crop_clips).reshape(n, c, -1)
+            fused = self._run(self.bundle.backbone, crop_clips).reshape(n, c, -1)
         t2 = time.perf_counter()
         steps = []
         for (cam, snippet), f in zip(batch, fused):
             info = SnippetInfo(snippet.index, snippet.first_frame, snippet.last_frame, snippet.first_ts, snippet.last_ts)
             keyframe = snippet.keyframe.copy() if cam.policy.snapshot_dir else None
             steps.append(cam.window.push(f, Reported(info, keyframe)))
-        scores = score_windows(self._temporal, [step.window for step in steps])
+        scores = score_windows(lambda w: self._run(self.bundle.scores, w), [step.window for step in steps])
         t3 = time.perf_counter()
         for key, dt in (("preprocess", t1 - t0), ("backbone+spatial", t2 - t1), ("temporal", t3 - t2)):
             self.seconds[key] = self.seconds.get(key, 0.0) + dt

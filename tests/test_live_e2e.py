@@ -203,3 +203,20 @@ def test_a_bad_config_stops_the_monitor_naming_file_key_and_reason(tmp_path):
     assert proc.wait() == 2
     err = proc.stderr()
     assert str(config) in err and "'alerts.on'" in err and "[0, 1]" in err
+
+
+def test_a_backbone_only_bundle_is_refused_by_name(tmp_path):
+    """A stage-0 bundle (feature extraction only) has no head to score with."""
+    import json
+    import shutil
+    from monitor.config import DEMO_BUNDLE
+    bundle = tmp_path / "backbone-only"
+    bundle.mkdir()
+    shutil.copy(DEMO_BUNDLE / "backbone.onnx", bundle)
+    m = json.loads((DEMO_BUNDLE / "manifest.json").read_text())
+    m.update(stage=0, grids=[], patches=[], graphs={"backbone": m["graphs"]["backbone"]})
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    proc = monitor(tmp_path, "--model", str(bundle), "--no-dashboard", "--duration", "5")
+    assert proc.wait() == 2
+    err = proc.stderr()
+    assert str(bundle) in err and "backbone-only" in err
