@@ -44,6 +44,7 @@ from monitor.preprocess import Geometry, Preprocessor  # noqa: E402
 from monitor.synthetic import SyntheticCamera  # noqa: E402
 from training.demo import (BENCH_SEEDS, CAMERA, SNIPPET, Plan, alert_trace, extract_all,  # noqa: E402
                            frame_auc, make_videos)
+from training.evaluate import frames_from_snippets  # noqa: E402
 
 
 def unseen_videos(n: int, seconds: float, normal_minutes: float, normal_streams: int = 1):
@@ -65,7 +66,7 @@ def stage_aucs(run: Path, features: Path, names: list[str], gt: np.ndarray, smal
         return []
     from training.checkpoint import load_model
     from training.data import FeatureReader, FeatureSpec
-    from training.evaluate import frames_from_snippets, score_snippets
+    from training.evaluate import score_snippets
     rows = []
     for row in json.loads(report.read_text())["stages"]:
         model = load_model(row["checkpoint"], stage=row["stage"], crops=1)
@@ -183,8 +184,7 @@ def main() -> None:
         feats = [load_video_features(work / "test" / f"{n}_i3d.npy", m) for n in names]
         offline = [score_video(bundle, np.asarray(c), None if q is None else np.asarray(q)) for c, q in feats]
         streaming = [stream_scores(bundle, np.asarray(c), None if q is None else np.asarray(q)) for c, q in feats]
-        off_frames = np.repeat(np.concatenate(offline), SNIPPET)
-        str_frames = np.repeat(np.concatenate(streaming), SNIPPET)
+        off_frames, str_frames = frames_from_snippets(offline), frames_from_snippets(streaming)
         print("\n1. frame AUC per stage (unseen seeds)")
         print(f"   {'stage':>5} {'AUC':>8} {'AUC small':>10}")
         for r in rows:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from rich.console import Console, ConsoleOptions, RenderResult

@@ -30,7 +30,7 @@ size does not divide evenly (340 / 3, 256 / 5). This is recorded in the manifest
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np

@@ -18,7 +18,7 @@ from monitor.engine import Engine, SlidingWindow, stream_scores
 from monitor.offline import score_video
 from monitor.publisher import Publisher
 from monitor.snippets import SnippetAssembler
-from monitor.sources import RECONNECTING, STREAMING, CameraSource, Frame, redact
+from monitor.sources import RECONNECTING, CameraSource, Frame, redact
 from tests.factories import DARK, build_bundle, cached_bundle, write_video
 from tests.head_helpers import seeded_features, seeded_model
 from tests.live_helpers import ROOT, endpoint

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import shutil
 import sys
 import time
@@ -400,8 +399,7 @@ def calibrate_alerts(normal_scores: list[np.ndarray], event_scores: list[np.ndar
             "normal_minutes": round(minutes, 1), "events": sum(len(e) for e in events), "options": options}
 
 
-def export_bundle(bundle_dir: Path, checkpoint: Path, backbone, threshold: float, source: dict,
-                  min_snippets: int = 1) -> None:
+def export_bundle(bundle_dir: Path, checkpoint: Path, backbone, source: dict) -> None:
     from export.backbone import export_backbone
     from export.bundle_writer import write_bundle
     from training.checkpoint import load_model
@@ -411,7 +409,15 @@ def export_bundle(bundle_dir: Path, checkpoint: Path, backbone, threshold: float
         old.unlink()
     spec = export_backbone(backbone, bundle_dir, GEOMETRY, backbone.feature_size)
     write_bundle(bundle_dir, model, graphs={"backbone": spec}, preprocessing=GEOMETRY.to_dict(),
-                 window=WINDOW, threshold=threshold, min_snippets=min_snippets, source=source)
+                 window=WINDOW, source=source)
+
+
+def set_alert_policy(bundle_dir: Path, threshold: float, min_snippets: int) -> None:
+    """Record the calibrated policy in the exported bundle's manifest (the graphs stay)."""
+    from monitor.manifest import Manifest
+    manifest = Manifest.read(bundle_dir)
+    manifest.threshold, manifest.min_snippets = threshold, min_snippets
+    manifest.write(bundle_dir)
 
 
 def print_table(rows: list[dict], console) -> None:
@@ -452,6 +458,7 @@ def main(argv=None) -> int:
     plan = MINI if args.mini else Plan()
     if args.steps:
         plan = replace(plan, steps=(args.steps,) * 4)
+    from training.evaluate import frames_from_snippets
     out, started = args.out, time.perf_counter()
     bundle_dir = args.bundle or out / "bundle"
     out.mkdir(parents=True, exist_ok=True)
@@ -488,7 +495,7 @@ def main(argv=None) -> int:
     source = {"recipe": "python -m training.demo", "seed": args.seed, "mini": args.mini,
               "checkpoint": checkpoints[-1].name,
               "backbone": f"training.demo_backbone, self-supervised, seed {args.seed}"}
-    export_bundle(bundle_dir, checkpoints[-1], backbone, 0.5, source)
+    export_bundle(bundle_dir, checkpoints[-1], backbone, source)
     test_names = [v.name for v in videos if v.split == "test"]
     calib_names = [v.name for v in videos if v.split == "calib"]
     test_events = json.loads(paths["events"].read_text())
@@ -497,10 +504,10 @@ def main(argv=None) -> int:
     calib = bundle_scores(bundle_dir, features_dir / "calib", calib_names, streaming=True)
     normal_test = [s for s, v in zip(streaming, [v for v in videos if v.split == "test"]) if v.label == 0]
     calibration = calibrate_alerts(calib + normal_test, streaming, [test_events[n] for n in test_names])
-    export_bundle(bundle_dir, checkpoints[-1], backbone, calibration["threshold"], source, calibration["min_snippets"])
+    set_alert_policy(bundle_dir, calibration["threshold"], calibration["min_snippets"])
     gt = np.load(paths["gt"])
-    auc_stream = frame_auc(np.repeat(np.concatenate(streaming), SNIPPET), gt)
-    auc_offline = frame_auc(np.repeat(np.concatenate(offline), SNIPPET), gt)
+    auc_stream = frame_auc(frames_from_snippets(streaming), gt)
+    auc_offline = frame_auc(frames_from_snippets(offline), gt)
 
     print_table(rows, console)
     total = time.perf_counter() - started
