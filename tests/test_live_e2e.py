@@ -216,7 +216,8 @@ def test_a_backbone_only_bundle_is_refused_by_name(tmp_path):
     m = json.loads((DEMO_BUNDLE / "manifest.json").read_text())
     m.update(stage=0, grids=[], patches=[], graphs={"backbone": m["graphs"]["backbone"]})
     (bundle / "manifest.json").write_text(json.dumps(m))
-    proc = monitor(tmp_path, "--model", str(bundle), "--no-dashboard", "--duration", "5")
+    proc = monitor(tmp_path, "--model", str(bundle), "--no-dashboard", "--duration", "5",
+                   "--events", str(tmp_path / "events.jsonl"))
     assert proc.wait() == 2
     err = proc.stderr()
     assert str(bundle) in err and "backbone-only" in err
