@@ -466,12 +466,13 @@ class Engine:
             state, reason, _ = cam.source.state()
             latencies = list(cam.latencies)
             queue, dropped = queues[cam.name]
+            rate = cam.snippets_per_s(now)
             cameras.append({
                 "camera": cam.name, "state": state, "input_fps": round(cam.source.input_fps(), 2),
-                "snippets_per_s": round(cam.snippets_per_s(now), 3),
+                "snippets_per_s": round(rate, 3),
                 # Source frames scored per second (each snippet covers length x stride of them):
                 # keeping up means this matches input_fps.
-                "processing_fps": round(cam.snippets_per_s(now) * frames_per_snippet, 2),
+                "processing_fps": round(rate * frames_per_snippet, 2),
                 "latency_ms": round(statistics.median(latencies), 1) if latencies else None,
                 "queue": queue, "dropped_snippets": dropped,
                 "score": None if cam.score is None else round(cam.score, 6), "threshold": cam.policy.on,

@@ -48,7 +48,7 @@ def load_video_features(path: str | Path, manifest: Manifest) -> tuple[np.ndarra
     """-> crops [T, C, F] float32, patches [T, ΣP, F] float32 (None for stage 1)."""
     path = Path(path)
     c, f, grids = manifest.crops, manifest.feature_size, list(manifest.grids)
-    sizes = [(g // 10) * (g % 10) for g in grids]
+    sizes = manifest.patches
     data = _load(path)
     if data.ndim != 3 or data.shape[2] != f:
         raise FeatureFileError(f"{path}: expected shape [T, {c} + patches, {f}], found {list(data.shape)}")

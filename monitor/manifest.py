@@ -36,6 +36,11 @@ class GraphSpec:
         return {"file": self.file, "inputs": self.inputs, "outputs": self.outputs}
 
 
+def patch_counts(grids) -> list[int]:
+    """Patches per grid: a grid rc (e.g. 23) is r rows by c columns."""
+    return [(g // 10) * (g % 10) for g in grids]
+
+
 @dataclass
 class Manifest:
     stage: int
@@ -57,7 +62,7 @@ class Manifest:
 
     @property
     def patches(self) -> list[int]:
-        return [(g // 10) * (g % 10) for g in self.grids]
+        return patch_counts(self.grids)
 
     def to_dict(self) -> dict:
         return {
@@ -114,7 +119,7 @@ class Manifest:
                      "grids are two-digit rows·columns numbers such as 23")
         if len(grids) != max(stage - 1, 0):
             raise BundleError(f"{source}: field 'grids' = {grids}: stage {stage} has {max(stage - 1, 0)} grids")
-        if "patches" in data and data["patches"] != [(g // 10) * (g % 10) for g in grids]:
+        if "patches" in data and data["patches"] != patch_counts(grids):
             raise BundleError(f"{source}: field 'patches' = {data['patches']} disagrees with grids {grids}")
         crops = need("crops", int, lambda v: v >= 1, "must be at least 1")
         feature_size = need("feature_size", int, lambda v: v >= 8 and v % 8 == 0, "must be a positive multiple of 8")

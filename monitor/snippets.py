@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.preprocess import Preprocessor
 from monitor.sources import Frame
 
 
@@ -37,7 +36,6 @@ class SnippetAssembler:
         self.length = length
         self.stride = stride
         self.snippets = 0
-        self.discarded_frames = 0
         self._buffer: np.ndarray | None = None
         self._count = 0
         self._seen = 0
@@ -45,7 +43,6 @@ class SnippetAssembler:
 
     def reset(self) -> None:
         """The frame sequence broke (reconnect, resolution change): drop the partial snippet."""
-        self.discarded_frames += self._count
         self._count = 0
         self._seen = 0
         self._first = None
@@ -73,8 +70,3 @@ class SnippetAssembler:
         self._seen = 0
         self.snippets += 1
         return snippet
-
-
-def clips(preprocessor: Preprocessor, snippets: list[RawSnippet]) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """Each snippet's backbone input: (crops [C, 3, 16, S, S], patches [ΣP, 3, 16, P, P] or None)."""
-    return [preprocessor.snippet(s.frames) for s in snippets]

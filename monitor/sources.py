@@ -18,6 +18,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -166,9 +167,7 @@ class CameraSource:
         self.frames = 0
         self.last_frame_ts: float | None = None
         self.frame_size: tuple[int, int] | None = None
-        self.fps = 0.0
-        self.reconnects = 0
-        self._recent: list[float] = []
+        self._recent: deque = deque(maxlen=256)   # arrival times of recent frames
 
     # ------------------------------------------------------------------ state
     def _set_state(self, state: str, reason: str = "") -> None:
@@ -210,10 +209,6 @@ class CameraSource:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    @property
-    def ended(self) -> bool:
-        return self._state == ENDED
-
     def _run(self) -> None:
         backoff = self.backoff_initial_s
         while not self._stop.is_set():
@@ -247,7 +242,6 @@ class CameraSource:
                 backoff = self.backoff_initial_s  # it worked for a while: start the backoff again
                 outcome = "stream ended" if self.kind != "file" else "end of file"
             self.on_gap(outcome)
-            self.reconnects += 1
             self._set_state(RECONNECTING, outcome)
             log.warning("%s: %s; reopening in %.1f s", self.name, outcome, backoff)
             if self._stop.wait(backoff):
@@ -258,7 +252,6 @@ class CameraSource:
         """Read until the source ends or fails: 'ended' (a file, not looped), 'delivered' (some
         frames came, then none), or the reason nothing came."""
         fps = self.fps_override or capture.fps or 25.0
-        self.fps = fps
         period = 1.0 / fps
         delivered = 0
         next_due = time.monotonic()
@@ -289,8 +282,6 @@ class CameraSource:
             with self._lock:
                 self.last_frame_ts = now
                 self._recent.append(now)
-                if len(self._recent) > 256:
-                    del self._recent[:128]
             frame = Frame(self.frames, now, image)
             self.frames += 1
             delivered += 1

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from monitor.config import DEFAULT_ENDPOINT
+
 HELP = "live terminal dashboard of one or more monitors, fed by their ZeroMQ messages"
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from monitor.config import LOG_LEVELS, TRANSPORTS
+
 HELP = "score cameras, streams or files live; publish scores and alerts on ZeroMQ (the default command)"
 log = logging.getLogger("monitor")
 
@@ -40,9 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lookahead", type=int, help="report snippet t-d with d snippets of future context")
     p.add_argument("--max-batch", type=int, help="snippets per backbone call")
     p.add_argument("--loop", action="store_true", help="--source files: loop them (and pace to their fps)")
-    p.add_argument("--transport", choices=("tcp", "udp"), help="--source RTSP transport (default tcp)")
+    p.add_argument("--transport", choices=TRANSPORTS, help="--source RTSP transport (default tcp)")
     p.add_argument("--status-interval", type=float, help="seconds between status messages (default 2)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
 
 
 def _camera_specs(sources: list[str]) -> list[tuple[str, str]]:

@@ -7,8 +7,9 @@ import json
 import signal
 import sys
 
+from monitor.config import DEFAULT_ENDPOINT
+
 HELP = "print a monitor's (or a broker's) messages as readable lines; reports lost messages"
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
