@@ -65,7 +65,6 @@ def main(argv=None) -> int:
             grids = model.config.active_grids if model is not None else (args.grids or DEFAULTS.grids)
             geometry = Geometry(frame_size=tuple(args.frame_size), crop_size=args.crop_size, crops=crops,
                                 grids=tuple(grids), patch_size=args.patch_size, resize=args.resize)
-            args.out.mkdir(parents=True, exist_ok=True)
             with console.status("exporting the I3D backbone to ONNX"):
                 graphs["backbone"] = export_backbone(backbone, args.out, geometry, backbone.feature_size)
             preprocessing = geometry.to_dict()

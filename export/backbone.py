@@ -2,14 +2,12 @@
 preprocessing geometry it expects recorded for the manifest."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from export.bundle_writer import check_graph
-from export.onnx_graphs import OPSET
+from export.onnx_graphs import export_onnx
 from monitor.manifest import BACKBONE_INPUTS, BACKBONE_OUTPUTS, GraphSpec
 from monitor.preprocess import Geometry
 
@@ -42,10 +40,5 @@ def export_backbone(module: nn.Module, out_dir: str | Path, geometry: Geometry, 
     if tuple(got.shape) != (2, feature_size):
         raise ValueError(f"backbone gives features of shape {list(got.shape[1:])} per clip, "
                          f"but feature_size is {feature_size}")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-        torch.onnx.export(module, (example,), str(path), input_names=list(BACKBONE_INPUTS),
-                          output_names=list(BACKBONE_OUTPUTS), dynamic_axes=dynamic, opset_version=OPSET,
-                          dynamo=False, do_constant_folding=True)
-    check_graph(path)
+    export_onnx(module, (example,), path, BACKBONE_INPUTS, BACKBONE_OUTPUTS, dynamic)
     return GraphSpec(path.name, {"clips": shape}, {"features": ["clips", feature_size]})

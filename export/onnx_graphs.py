@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 from torch import nn
 
@@ -37,18 +38,21 @@ class TemporalHead(nn.Module):
         return self.model.crop_scores(self.model.clip_features(crops)).mean(dim=1)
 
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs, outputs, dynamic_axes) -> None:
+def export_onnx(module: nn.Module, args: tuple, path: Path, inputs, outputs, dynamic_axes) -> None:
+    """Every graph of a bundle is written this way (TorchScript exporter, OPSET) and checked."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(module.eval(), args, str(path), input_names=list(inputs), output_names=list(outputs),
                           dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
                           do_constant_folding=True)
+    # Path-based check: handles graphs beyond protobuf's in-memory 2 GB limit.
+    onnx.checker.check_model(str(path), full_check=True)
 
 
 def export_spatial(model: SSRL, path: Path) -> dict:
     c, f, p = model.config.crops, model.config.feature_size, sum(model.config.patches)
     args = (torch.randn(2, c, f), torch.randn(2, p, f))
-    _export(SpatialHead(model), args, path, SPATIAL_INPUTS, SPATIAL_OUTPUTS,
+    export_onnx(SpatialHead(model), args, path, SPATIAL_INPUTS, SPATIAL_OUTPUTS,
             {"crops": {0: "snippets"}, "patches": {0: "snippets"}, "fused": {0: "snippets"}})
     return {"inputs": {"crops": ["snippets", c, f], "patches": ["snippets", p, f]},
             "outputs": {"fused": ["snippets", c, f]}}
@@ -57,6 +61,6 @@ def export_spatial(model: SSRL, path: Path) -> dict:
 def export_temporal(model: SSRL, path: Path) -> dict:
     c, f = model.config.crops, model.config.feature_size
     args = (torch.randn(2, 5, c, f),)
-    _export(TemporalHead(model), args, path, TEMPORAL_INPUTS, TEMPORAL_OUTPUTS,
+    export_onnx(TemporalHead(model), args, path, TEMPORAL_INPUTS, TEMPORAL_OUTPUTS,
             {"features": {0: "batch", 1: "time"}, "scores": {0: "batch", 1: "time"}})
     return {"inputs": {"features": ["batch", "time", c, f]}, "outputs": {"scores": ["batch", "time"]}}

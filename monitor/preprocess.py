@@ -210,14 +210,19 @@ def resize_planes(planes: np.ndarray, size: tuple[int, int], mode: str = "fast")
             image = Image.fromarray(np.ascontiguousarray(planes[:, t].transpose(1, 2, 0)))
             out[:, t] = np.asarray(image.resize(size, Image.Resampling.LANCZOS)).transpose(2, 0, 1)
     else:
-        # OpenCV's single-channel resize is its fastest path; area averaging when shrinking
-        # anti-aliases as LANCZOS does, bilinear when enlarging.
-        shrinking = w <= planes.shape[-1] and h <= planes.shape[-2]
-        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        # OpenCV's single-channel resize is its fastest path.
+        interpolation = fast_interpolation(planes.shape[-2:], size)
         for c in range(planes.shape[0]):
             for t in range(planes.shape[1]):
                 cv2.resize(planes[c, t], size, dst=out[c, t], interpolation=interpolation)
     return out
+
+
+def fast_interpolation(source_hw: tuple[int, int], size: tuple[int, int]) -> int:
+    """The "fast" mode's OpenCV filter (RESIZE_FILTERS["fast"]): area averaging when shrinking
+    both sides, which anti-aliases as LANCZOS does; bilinear otherwise."""
+    shrinking = size[0] <= source_hw[1] and size[1] <= source_hw[0]
+    return cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "fast") -> np.ndarray:
@@ -234,8 +239,7 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "fast")
             rgb = Image.fromarray(np.ascontiguousarray(frames[i, :, :, ::-1]))
             small[i] = np.asarray(rgb.resize(size, Image.Resampling.LANCZOS))[:, :, ::-1]  # back to BGR, as below
     else:
-        shrinking = w <= frames.shape[2] and h <= frames.shape[1]
-        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        interpolation = fast_interpolation(frames.shape[1:3], size)
         small = np.empty((t, h, w, 3), np.uint8)
         for i in range(t):
             cv2.resize(np.ascontiguousarray(frames[i]), size, dst=small[i], interpolation=interpolation)

@@ -52,9 +52,9 @@ DEFAULT_URL = "synthetic://"
 # An event whose largest box covers at most this fraction of the frame counts as small.
 SMALL_AREA = 0.05
 PERSON_M = 1.7      # a person's height in metres: converts m/s into person-heights/s
-NOISE_PAD = 24
+NOISE_PAD = 24      # the noise bank is larger than the frame; each frame reads a random window
 MIN_GAP = 9.0       # seconds between the starts of two anomalies (the longest lasts about 8 s)
-MAX_RATE = 6.0      # anomalies per minute      # the noise bank is larger than the frame; each frame reads a random window
+MAX_RATE = 6.0      # anomalies per minute
 
 
 class SyntheticError(ValueError):
@@ -926,9 +926,8 @@ def render(url_or_config, frames: int) -> tuple[np.ndarray, SyntheticCamera]:
     """Render `frames` frames as fast as possible: ([N, H, W, 3] uint8, the camera with its
     ground truth)."""
     config = url_or_config if isinstance(url_or_config, SyntheticConfig) else SyntheticConfig.from_url(url_or_config)
-    config = SyntheticConfig(**{**asdict(config), "realtime": False})
-    cam = SyntheticCamera(config)
-    out = np.empty((frames, config.height, config.width, 3), np.uint8)
+    cam = SyntheticCamera(config, realtime=False)
+    out = np.empty((frames, cam.config.height, cam.config.width, 3), np.uint8)
     for k in range(frames):
         ok, frame = cam.read()
         if not ok:
@@ -941,9 +940,7 @@ def record(url: str, path: str | Path, seconds: float) -> tuple[Path, Path, Path
     """Write `seconds` of the camera to a video file (mp4v or MJPG by extension) with its
     ground truth beside it: `<stem>_gt.npy`, `<stem>_events.json`."""
     path = Path(path)
-    config = SyntheticConfig.from_url(url)
-    config.realtime = False
-    cam = SyntheticCamera(config)
+    cam = SyntheticCamera.from_url(url, realtime=False)
     fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
     writer = cv2.VideoWriter(str(path), fourcc, cam.fps, cam.frame_size)
     if not writer.isOpened():
