@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from monitor.preprocess import Geometry, Preprocessor  # noqa: E402
 from monitor.synthetic import SyntheticCamera  # noqa: E402
 from training.demo import (BENCH_SEEDS, CAMERA, SNIPPET, Plan, alert_trace, extract_all,  # noqa: E402
                            frame_auc, make_videos)
+from tests.live_helpers import endpoint as free_endpoint  # noqa: E402
 from training.evaluate import frames_from_snippets  # noqa: E402
 
 
@@ -78,16 +78,10 @@ def stage_aucs(run: Path, features: Path, names: list[str], gt: np.ndarray, smal
     return rows
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def live_default(seconds: float) -> dict:
     """Run the default demo (no source, no model) and listen to it from outside."""
     import zmq
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    endpoint = free_endpoint()
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.connect(endpoint)

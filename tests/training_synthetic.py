@@ -64,7 +64,6 @@ def make_feature_set(root: Path, *, feature_size: int = 32, crops: int = 2, grid
             labels[anomalous.start * 16: anomalous.stop * 16] = 1
         return f"{name}_i3d.npy", labels
 
-    names = []
     train_lines = []
     for i in range(abnormal):
         line, _ = write(f"train_abn{i:03d}", True)

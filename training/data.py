@@ -149,14 +149,6 @@ class FeatureSpec:
         if tuple(self.packed_grids[: len(self.grids)]) != tuple(self.grids):
             object.__setattr__(self, "packed_grids", tuple(self.grids))
 
-    @property
-    def patch_rows(self) -> int:
-        return sum(grid_patches(g) for g in self.grids)
-
-    @property
-    def rows(self) -> int:
-        return self.crops + self.patch_rows
-
     def packed_rows(self) -> dict[int, int]:
         """Row counts a main file may have -> how many of its grids it packs (0: crops only)."""
         sizes = [grid_patches(g) for g in self.packed_grids]

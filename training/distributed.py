@@ -13,7 +13,6 @@ import torch.distributed as dist
 class Distributed:
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
     device: torch.device = torch.device("cpu")
     backend: str | None = None
 
@@ -44,15 +43,11 @@ class Distributed:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if not dist.is_initialized():
             dist.init_process_group(backend=backend)
-        return cls(rank=rank, world=world, local_rank=local, device=dev, backend=backend)
+        return cls(rank=rank, world=world, device=dev, backend=backend)
 
     def close(self) -> None:
         if self.active and dist.is_initialized():
             dist.destroy_process_group()
-
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
 
     def gather(self, obj) -> list | None:
         """Every process's object, in rank order, on the main process (None elsewhere)."""

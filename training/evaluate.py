@@ -166,11 +166,10 @@ def evaluate_bundle(bundle_dir, test_list, gt, features_dir=None, patch_dirs=(),
     from monitor.offline import score_video
     bundle = Bundle(bundle_dir, providers)
     m = bundle.manifest
-    active = tuple(m.grids)
-    # A packed file may hold all published grids; an earlier stage reads a prefix of them.
-    packed = PUBLISHED_GRIDS if PUBLISHED_GRIDS[: len(active)] == active else active
-    spec = FeatureSpec(crops=m.crops, feature_size=m.feature_size, grids=active, packed_grids=packed,
-                       patch_dirs=tuple(Path(p) for p in patch_dirs), layout="snippet-major")
+    # A packed file may hold all published grids; an earlier stage reads a prefix of them
+    # (FeatureSpec falls back to the bundle's own grids when they are not such a prefix).
+    spec = FeatureSpec(crops=m.crops, feature_size=m.feature_size, grids=tuple(m.grids),
+                       packed_grids=PUBLISHED_GRIDS, patch_dirs=tuple(Path(p) for p in patch_dirs), layout="snippet-major")
     test_set = TestSet.open(FeatureReader(spec), test_list, gt, features_dir)
     scores = []
     for entry in test_set.entries:

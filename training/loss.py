@@ -41,9 +41,6 @@ class LossTerms:
     normal_index: torch.Tensor    # [B, k] selected snippets
     abnormal_index: torch.Tensor
 
-    def as_floats(self) -> dict[str, float]:
-        return {name: float(getattr(self, name).detach()) for name in ("total", "bce", "magnitude", "sparsity", "smoothness")}
-
 
 def feature_magnitudes(features: torch.Tensor) -> torch.Tensor:
     """[V, C, T, F] -> [V, T]: L2 norm over F, averaged over crops."""

@@ -39,14 +39,14 @@ from training.distributed import Distributed
 from training.evaluate import EvaluationError, TestSet, score_entries, video_metrics
 from training.loss import LossTerms, LossWeights, ssrl_loss
 from training.ssrl import SSRL, SSRLConfig
-from training.train_options import OptionsError, TrainOptions, options_from_args
+from training.train_options import RESUME_FILE, OptionsError, TrainOptions, options_from_args
 from training.weights_file import state_dict_mismatches
 
 STATE_FORMAT = "ssrl-train-state/1"
 BEST_TEST = "best_test_auc.pkl"
 BEST_VAL = "best_val_auc.pkl"
 LAST = "last.pkl"
-RESUME = "resume.pt"
+RESUME = RESUME_FILE
 LOG = "train.log"
 EVALUATIONS = "evaluations.jsonl"
 # What must not change between an interrupted run and its continuation.

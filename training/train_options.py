@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from training.data import LAYOUTS
@@ -17,7 +17,8 @@ try:
 except ModuleNotFoundError:   # Python 3.10: the same parser, packaged as tomli
     import tomli as tomllib
 
-RESUME_LATEST = "latest"   # `--resume` without a path: the run's own resume.pt
+RESUME_FILE = "resume.pt"  # the run's training state in its --out
+RESUME_LATEST = "latest"   # `--resume` without a path: the run's own RESUME_FILE
 
 
 class OptionsError(ValueError):
@@ -79,7 +80,7 @@ class TrainOptions:
     def resume_path(self) -> Path | None:
         if self.resume is None:
             return None
-        return self.out / "resume.pt" if self.resume == RESUME_LATEST else Path(self.resume)
+        return self.out / RESUME_FILE if self.resume == RESUME_LATEST else Path(self.resume)
 
     def check(self) -> "TrainOptions":
         """Raise OptionsError naming the option when values cannot make a run."""
@@ -222,7 +223,3 @@ def options_from_args(argv=None) -> TrainOptions:
     for name, value in args.items():
         values[name] = tuple(value) if isinstance(value, list) else value
     return replace(TrainOptions(), **values)
-
-
-def defaults() -> dict:
-    return {f.name: f.default for f in fields(TrainOptions) if f.default is not MISSING}
