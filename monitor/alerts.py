@@ -38,7 +38,7 @@ class AlertPolicy:
         self.snapshot_dir = Path(snapshot_dir) if snapshot_dir else None
         self.count = 0
         self.in_alert = False
-        self.score = None
+        self.score: float | None = None   # the latest score after smoothing (status messages)
         self._recent = deque(maxlen=settings.smoothing)
         self._run: deque = deque(maxlen=settings.min_snippets)  # consecutive snippets at or above `on`
         self._first: SnippetInfo | None = None

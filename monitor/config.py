@@ -185,17 +185,20 @@ def _fill(cls, table: dict, prefix: str, rule_prefix: str, source: str):
     kwargs = {}
     for key, value in table.items():
         where = f"{prefix}.{key}"
-        if key not in names or key == "alerts":
-            if key == "alerts" and cls is CameraConfig:
-                continue
-            raise ConfigError(f"{source}: key '{where}' is not a known setting "
-                              f"(known: {', '.join(sorted(n for n in names if n != 'alerts'))})")
-        check, why = _RULES[f"{rule_prefix}.{key}"]
-        if not check(value):
-            raise ConfigError(f"{source}: key '{where}' = {value!r}: {why}")
+        if key not in names:
+            raise ConfigError(f"{source}: key '{where}' is not a known setting (known: {', '.join(sorted(names))})")
+        check_value(f"{rule_prefix}.{key}", value, f"{source}: key '{where}'")
         kwargs[key] = float(value) if isinstance(value, int) and not isinstance(value, bool) and \
             _field_type(cls, key).startswith("float") else value
     return cls(**kwargs)
+
+
+def check_value(rule: str, value, where: str) -> None:
+    """Apply the rule for setting `rule` (e.g. "alerts.on") to a value from a file or the
+    command line; `where` names its origin in the error."""
+    check, why = _RULES[rule]
+    if not check(value):
+        raise ConfigError(f"{where} = {value!r}: {why}")
 
 
 def _field_type(cls, name: str) -> str:
@@ -237,7 +240,8 @@ def from_dict(data: dict, source: str = "<config>") -> Config:
         where = f"cameras[{i}]"
         if not isinstance(table, dict) or "url" not in table:
             raise ConfigError(f"{source}: key '{where}.url' is missing (every camera needs a source)")
-        camera = _fill(CameraConfig, table, where, "cameras", source)
+        # [cameras.alerts] is a table of its own, checked as [alerts] is.
+        camera = _fill(CameraConfig, {k: v for k, v in table.items() if k != "alerts"}, where, "cameras", source)
         if "alerts" in table:
             camera.alerts = _overrides(_alerts(table["alerts"], f"{where}.alerts", source), table["alerts"])
         if camera.backoff_max_s < camera.backoff_initial_s:

@@ -151,7 +151,6 @@ class CameraState:
     dropped: int = 0
     scored: deque = field(default_factory=lambda: deque(maxlen=64))      # publish times
     latencies: deque = field(default_factory=lambda: deque(maxlen=32))   # ms
-    score: float | None = None
     down_reported: bool = False
     flushed: bool = False
 
@@ -394,7 +393,6 @@ class Engine:
     def _report(self, cam: CameraState, reported: Reported, raw: float) -> None:
         info = reported.info
         score, events = cam.policy.update(info, raw, reported.keyframe)
-        cam.score = score
         now = time.time()
         latency = (now - info.last_ts) * 1000.0
         cam.latencies.append(latency)
@@ -475,7 +473,7 @@ class Engine:
                 "processing_fps": round(rate * frames_per_snippet, 2),
                 "latency_ms": round(statistics.median(latencies), 1) if latencies else None,
                 "queue": queue, "dropped_snippets": dropped,
-                "score": None if cam.score is None else round(cam.score, 6), "threshold": cam.policy.on,
+                "score": None if cam.policy.score is None else round(cam.policy.score, 6), "threshold": cam.policy.on,
                 "in_alert": cam.policy.in_alert, "alerts": cam.policy.count, "source": cam.source.display,
             })
         return {

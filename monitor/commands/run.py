@@ -80,17 +80,13 @@ def build_config(args: argparse.Namespace):
             camera.name = name
             taken.add(name)
     cfgmod.name_cameras(config.cameras, "command line" if args.source else config.source)
-    checks = {"threshold": (0, 1), "off_threshold": (0, 1)}
-    for key, (lo, hi) in checks.items():
-        value = getattr(args, key)
-        if value is not None and not lo <= value <= hi:
-            raise cfgmod.ConfigError(f"command line: --{key.replace('_', '-')} = {value}: must lie in [{lo}, {hi}]")
-    for key in ("window", "max_batch", "threads"):
-        value = getattr(args, key)
-        if value is not None and value < 1:
-            raise cfgmod.ConfigError(f"command line: --{key.replace('_', '-')} = {value}: must be at least 1")
-    if args.lookahead is not None and args.lookahead < 0:
-        raise cfgmod.ConfigError(f"command line: --lookahead = {args.lookahead}: must be >= 0")
+    # Options are held to the rules of the settings they override.
+    for option, rule in (("threshold", "alerts.on"), ("off_threshold", "alerts.off"), ("window", "model.window"),
+                         ("max_batch", "engine.max_batch"), ("threads", "model.threads"),
+                         ("lookahead", "model.lookahead")):
+        value = getattr(args, option)
+        if value is not None:
+            cfgmod.check_value(rule, value, f"command line: --{option.replace('_', '-')}")
     if args.model:
         config.model.path = args.model
     if args.providers:
