@@ -158,24 +158,12 @@ def _init_worker(backbone_dir: str, threads: int) -> None:
 def extract_video(spec: VideoSpec, out_dir: str) -> dict:
     """Render one video and write its features in the published layout; returns its frame
     ground truth and event summaries."""
-    ex = _worker["extractor"]
     cam = SyntheticCamera.from_url(spec.url)
-    crops, patches, buffer = [], [], []
-    for frame in cam:
-        buffer.append(frame)
-        if len(buffer) == SNIPPET:
-            c, p = ex.pre.snippet(np.stack(buffer))
-            buffer.clear()
-            crops.append(ex.features(c))
-            patches.append(ex.features(p))
-    crops_arr = np.stack(crops).astype(np.float32)            # [T, crops, F]
-    patch_arr = np.stack(patches).astype(np.float32)          # [T, ΣP, F]
+    crops, per_grid = _worker["extractor"].snippets(cam)     # [T, crops, F], [T, r·c, F] per grid
     out = Path(out_dir)
-    np.save(out / f"{spec.name}_i3d.npy", crops_arr)
-    start = 0
-    for grid, p in zip(GEOMETRY.grids, GEOMETRY.patches):
-        np.save(out / f"{spec.name}_patch{grid}_i3d.npy", patch_arr[:, start:start + p])
-        start += p
+    np.save(out / f"{spec.name}_i3d.npy", crops)
+    for grid, patches in zip(GEOMETRY.grids, per_grid):
+        np.save(out / f"{spec.name}_patch{grid}_i3d.npy", patches)
     gt = cam.ground_truth
     # Frames whose anomalous parts all belong to small events (the small-anomaly AUC column).
     small_ids = {e["id"] for e in cam.event_summaries() if e["small"]}

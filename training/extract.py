@@ -103,37 +103,58 @@ class Extractor:
         """[N, 3, 16, h, w] -> [N, F], in chunks of at most `batch` clips."""
         return np.concatenate([self.bundle.backbone(clips[i:i + self.batch]) for i in range(0, len(clips), self.batch)])
 
+    def snippets(self, frames, on_snippet=None) -> tuple[np.ndarray | None, list[np.ndarray]]:
+        """BGR frames as decoded (any iterable) -> crop features [T, crops, F] (None when no
+        whole snippet came) and patch features per grid [T, r·c, F]."""
+        g = self.geometry
+        crops, patches, buffer = [], [], []
+        for frame in frames:
+            buffer.append(frame)
+            if len(buffer) == g.snippet_length:
+                c, p = self.pre.snippet(np.stack(buffer))
+                buffer.clear()
+                crops.append(self.features(c))
+                if p is not None:
+                    patches.append(self.features(p))
+                if on_snippet:
+                    on_snippet()
+        if not crops:
+            return None, []
+        per_grid = []
+        if patches:
+            stacked = np.stack(patches).astype(np.float32)  # [T, ΣP, F]
+            edges = np.cumsum([0] + g.patches)
+            per_grid = [stacked[:, edges[i]:edges[i + 1]] for i in range(len(g.grids))]
+        return np.stack(crops).astype(np.float32), per_grid
+
     def video(self, path: Path, on_snippet=None) -> tuple[np.ndarray, list[np.ndarray], dict]:
         """-> crop features [T, crops, F], patch features per grid [T, r·c, F], metadata."""
         g = self.geometry
         capture = cv2.VideoCapture(str(path))
-        try:
-            if not capture.isOpened():
-                raise VideoError("cannot be opened (not a video, an unsupported codec, or a corrupt file)")
-            declared = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
-            fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-            crops, patches, buffer, decoded, size = [], [], [], 0, None
+        decoded, size = 0, None
+
+        def decode():
+            nonlocal decoded, size
             while not self.stop_requested:
                 try:
                     ok, frame = capture.read()
                 except cv2.error as exc:
                     raise VideoError(f"the decoder failed at frame {decoded} ({exc})") from exc
                 if not ok:
-                    break
+                    return
                 if size is None:
                     size = frame.shape[1], frame.shape[0]
                 elif (frame.shape[1], frame.shape[0]) != size or frame.ndim != 3:
                     raise VideoError(f"frame {decoded} is {frame.shape[1]}x{frame.shape[0]}, earlier ones {size[0]}x{size[1]}")
-                buffer.append(frame)
                 decoded += 1
-                if len(buffer) == g.snippet_length:
-                    c, p = self.pre.snippet(np.stack(buffer))
-                    buffer.clear()
-                    crops.append(self.features(c))
-                    if p is not None:
-                        patches.append(self.features(p))
-                    if on_snippet:
-                        on_snippet()
+                yield frame
+
+        try:
+            if not capture.isOpened():
+                raise VideoError("cannot be opened (not a video, an unsupported codec, or a corrupt file)")
+            declared = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
+            fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+            crop_features, per_grid = self.snippets(decode(), on_snippet)
         finally:
             capture.release()
         if self.stop_requested:
@@ -144,17 +165,11 @@ class Extractor:
         if declared - decoded > g.snippet_length and not self.keep_partial:
             raise VideoError(f"decoding stopped after {decoded} of the {declared} frames the file declares "
                              f"(truncated or corrupt; --keep-partial keeps what decodes)")
-        if not crops:
+        if crop_features is None:
             raise ShortVideo(f"only {decoded} frames, fewer than one snippet of {g.snippet_length}")
-        assert len(crops) == snippet_count(decoded, g.snippet_length)
-        crop_features = np.stack(crops).astype(np.float32)
-        per_grid = []
-        if patches:
-            stacked = np.stack(patches).astype(np.float32)  # [T, ΣP, F]
-            edges = np.cumsum([0] + g.patches)
-            per_grid = [stacked[:, edges[i]:edges[i + 1]] for i in range(len(g.grids))]
+        assert len(crop_features) == snippet_count(decoded, g.snippet_length)
         info = {"frames": decoded, "frames_declared": declared, "fps": fps,
-                "width": size[0], "height": size[1], "snippets": len(crops)}
+                "width": size[0], "height": size[1], "snippets": len(crop_features)}
         return crop_features, per_grid, info
 
 
