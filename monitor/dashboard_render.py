@@ -319,11 +319,7 @@ def header(snap: DashboardSnapshot, width: int) -> list[Text]:
         line2.append_text(Text.assemble("  malformed ", (str(snap.malformed), "bold red")))
     if snap.feed:
         line2.append_text(Text.assemble("  feed ", (redact(snap.feed), "dim")))
-    for line in (line1, line2):
-        line.no_wrap, line.overflow, line.end = True, "ellipsis", ""
-        if line.cell_len > width:
-            line.truncate(width, overflow="ellipsis")
-    parts = [line1, line2]
+    parts = [_fit(line1, width), _fit(line2, width)]
     banner = feed_banner(snap, width)
     if banner is not None:
         parts.append(banner)
@@ -344,9 +340,13 @@ def feed_banner(snap: DashboardSnapshot, width: int = 200) -> Text | None:
             return None
         names = ", ".join(f"{redact(m.monitor) or '?'} ({fmt_duration(m.quiet_for_s)})" for m in quiet)
         text = Text(f" quiet monitors: {names}; their cameras are stale ", style="bold black on yellow")
+    return _fit(text, width)
+
+
+def _fit(text: Text, width: int) -> Text:
+    """One screen line: never wrapped, cut with an ellipsis at `width` cells."""
     text.no_wrap, text.overflow, text.end = True, "ellipsis", ""
-    if text.cell_len > width:
-        text.truncate(width, overflow="ellipsis")
+    text.truncate(width, overflow="ellipsis")
     return text
 
 

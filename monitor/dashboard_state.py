@@ -125,8 +125,7 @@ class _Camera:
     dropped_snippets: int | None = None
     score: float | None = None
     threshold: float | None = None
-    in_alert: bool = False
-    alert_since: float | None = None
+    alert_since: float | None = None   # None: not in an alert
     alerts: int = 0
     last_seen: float | None = None
     history: deque = field(default_factory=deque)
@@ -364,11 +363,10 @@ class DashboardState:
 
     @staticmethod
     def _set_alert(cam: _Camera, in_alert: bool, now: float) -> None:
-        if in_alert and not cam.in_alert:
+        if in_alert and cam.alert_since is None:
             cam.alert_since = now
         elif not in_alert:
             cam.alert_since = None
-        cam.in_alert = in_alert
 
     def _monitor(self, monitor: str) -> _Monitor:
         m = self._monitors.get(monitor)
@@ -388,25 +386,23 @@ class DashboardState:
     def quiet_for(self, now: float | None = None) -> float | None:
         """Seconds without any message when that exceeds stale_after, else None."""
         now = self._clock() if now is None else now
-        since = self._last_message if self._last_message is not None else self._started
-        age = now - since
+        return self._quiet(self._last_message if self._last_message is not None else self._started, now)
+
+    def _quiet(self, last_seen: float | None, now: float) -> float | None:
+        """Seconds since `last_seen` when that exceeds stale_after, else None."""
+        if last_seen is None:
+            return None
+        age = now - last_seen
         return age if age > self.stale_after else None
 
     def snapshot(self, now: float | None = None) -> DashboardSnapshot:
         now = self._clock() if now is None else now
-
-        def quiet(last_seen: float | None) -> float | None:
-            if last_seen is None:
-                return None
-            age = now - last_seen
-            return age if age > self.stale_after else None
-
         monitors = []
         for m in self._monitors.values():
             uptime = None if m.uptime_s is None else m.uptime_s + (now - m.uptime_at)
             monitors.append(MonitorView(m.monitor, m.model, m.stage, m.providers, uptime,
                                         m.dropped_messages, m.lost_messages, m.alerts_today,
-                                        quiet(m.last_seen)))
+                                        self._quiet(m.last_seen, now)))
         cameras = []
         for c in self._cameras.values():
             history = np.array(c.history, dtype=np.float64).reshape(-1, 2)
@@ -418,8 +414,8 @@ class DashboardState:
             cameras.append(CameraView(
                 (c.monitor, c.name), c.name, c.monitor, c.state, c.source, c.reason, c.input_fps,
                 c.snippets_per_s, c.latency_ms, c.queue, c.dropped_snippets, c.score, c.threshold,
-                c.in_alert, None if c.alert_since is None else now - c.alert_since, c.alerts,
-                history, quiet(seen)))
+                c.alert_since is not None, None if c.alert_since is None else now - c.alert_since, c.alerts,
+                history, self._quiet(seen, now)))
         alerts = []
         for a in reversed(self._alerts.values()):
             duration = a.duration_s + (now - a.received_at if a.active else 0.0)
