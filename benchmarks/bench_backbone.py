@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from export.backbone import export_backbone
-from monitor.preprocess import Geometry
-from monitor.providers import create_session
+from monitor.video.preprocess import Geometry
+from monitor.model.providers import create_session
 from training.i3d import I3DResNet50
 
 

@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 from rich.console import Console  # noqa: E402
 
-from monitor.bundle import Bundle  # noqa: E402
+from monitor.model.bundle import Bundle  # noqa: E402
 from monitor.config import CameraConfig, Config  # noqa: E402
-from monitor.dashboard import attach_dashboard  # noqa: E402
+from monitor.dashboard.app import attach_dashboard  # noqa: E402
 from monitor.engine import Engine  # noqa: E402
-from monitor.publisher import Publisher  # noqa: E402
+from monitor.messages.publisher import Publisher  # noqa: E402
 
 WARM_S = 3.0  # left out of the count: readers filling their queues, first batches
 

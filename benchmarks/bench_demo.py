@@ -35,12 +35,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from monitor.bundle import Bundle  # noqa: E402
+from monitor.model.bundle import Bundle  # noqa: E402
 from monitor.config import DEMO_BUNDLE  # noqa: E402
 from monitor.engine import stream_scores  # noqa: E402
-from monitor.offline import score_video  # noqa: E402
-from monitor.preprocess import Geometry, Preprocessor  # noqa: E402
-from monitor.synthetic import SyntheticCamera  # noqa: E402
+from monitor.model.offline import score_video  # noqa: E402
+from monitor.video.preprocess import Geometry, Preprocessor  # noqa: E402
+from monitor.video.synthetic import SyntheticCamera  # noqa: E402
 from training.demo import (BENCH_SEEDS, CAMERA, SNIPPET, Plan, alert_trace, extract_all,  # noqa: E402
                            frame_auc, make_videos)
 from tests.live_helpers import endpoint as free_endpoint  # noqa: E402
@@ -174,7 +174,7 @@ def main() -> None:
 
         # 1. per stage
         rows = stage_aucs(args.run, work / "test", names, gt, small)
-        from monitor.feature_files import load_video_features
+        from monitor.model.feature_files import load_video_features
         feats = [load_video_features(work / "test" / f"{n}_i3d.npy", m) for n in names]
         offline = [score_video(bundle, np.asarray(c), None if q is None else np.asarray(q)) for c, q in feats]
         streaming = [stream_scores(bundle, np.asarray(c), None if q is None else np.asarray(q)) for c, q in feats]

@@ -28,12 +28,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from monitor.bundle import Bundle  # noqa: E402
+from monitor.model.bundle import Bundle  # noqa: E402
 from monitor.config import CameraConfig, Config  # noqa: E402
 from monitor.engine import Engine, stream_scores  # noqa: E402
-from monitor.offline import score_video  # noqa: E402
-from monitor.preprocess import Geometry, Preprocessor  # noqa: E402
-from monitor.publisher import Publisher  # noqa: E402
+from monitor.model.offline import score_video  # noqa: E402
+from monitor.video.preprocess import Geometry, Preprocessor  # noqa: E402
+from monitor.messages.publisher import Publisher  # noqa: E402
 
 
 def small_bundle(out: Path, window: int) -> Path:

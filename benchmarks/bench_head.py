@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from export.__main__ import main as export_main
-from monitor.bundle import Bundle
+from monitor.model.bundle import Bundle
 from training.checkpoint import save_checkpoint
 from training.ssrl import SSRL, SSRLConfig
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from monitor.preprocess import Geometry, Preprocessor
+from monitor.video.preprocess import Geometry, Preprocessor
 
 SAMPLE = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
@@ -52,7 +52,7 @@ def drift(frames: np.ndarray, snippets: int) -> None:
     import torch  # only for the seeded full-size weights
 
     from export.backbone import export_backbone
-    from monitor.providers import create_session
+    from monitor.model.providers import create_session
     from training.i3d import I3DResNet50
 
     torch.set_num_threads(2)

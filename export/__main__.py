@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from monitor.manifest import DEFAULT_THRESHOLD, DEFAULT_WINDOW
-from monitor.preprocess import RESIZE_MODES, Geometry, GeometryError
+from monitor.model.manifest import DEFAULT_THRESHOLD, DEFAULT_WINDOW
+from monitor.video.preprocess import RESIZE_MODES, Geometry, GeometryError
 
 DEFAULTS = Geometry()
 

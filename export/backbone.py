@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from export.onnx_graphs import export_onnx
-from monitor.manifest import BACKBONE_INPUTS, BACKBONE_OUTPUTS, GraphSpec
-from monitor.preprocess import Geometry
+from monitor.model.manifest import BACKBONE_INPUTS, BACKBONE_OUTPUTS, GraphSpec
+from monitor.video.preprocess import Geometry
 
 BACKBONE_FILE = "backbone.onnx"
 

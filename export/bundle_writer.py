@@ -7,7 +7,7 @@ from pathlib import Path
 
 from export.onnx_graphs import export_spatial, export_temporal
 from monitor import __version__
-from monitor.manifest import DEFAULT_THRESHOLD, DEFAULT_WINDOW, SNIPPET_LENGTH, GraphSpec, Manifest
+from monitor.model.manifest import DEFAULT_THRESHOLD, DEFAULT_WINDOW, SNIPPET_LENGTH, GraphSpec, Manifest
 from training.ssrl import SSRL
 
 

@@ -13,7 +13,7 @@ import onnx
 import torch
 from torch import nn
 
-from monitor.manifest import SPATIAL_INPUTS, SPATIAL_OUTPUTS, TEMPORAL_INPUTS, TEMPORAL_OUTPUTS
+from monitor.model.manifest import SPATIAL_INPUTS, SPATIAL_OUTPUTS, TEMPORAL_INPUTS, TEMPORAL_OUTPUTS
 from training.ssrl import SSRL
 
 OPSET = 17

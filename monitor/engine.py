@@ -2,7 +2,7 @@
 spatial head once per snippet (its output cached in the camera's window), the temporal head
 over each camera's sliding window of the last W snippets, the alert policy, and the messages.
 
-Threads: one reader per camera (monitor.sources) assembles snippets and queues them here;
+Threads: one reader per camera (monitor.video.sources) assembles snippets and queues them here;
 one scoring thread runs the graphs; one housekeeping thread publishes the status heartbeat
 and camera up/down events, so that they keep coming while a long batch runs. When scoring
 falls behind, a live camera's queue drops its oldest whole snippet (counted) rather than let
@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from monitor.alerts import AlertPolicy, SnippetInfo
-from monitor.bundle import Bundle
+from monitor.alerts.policy import AlertPolicy, SnippetInfo
+from monitor.model.bundle import Bundle
 from monitor.config import CameraConfig, Config
-from monitor.manifest import BundleError
-from monitor.preprocess import Geometry, Preprocessor
-from monitor.publisher import Publisher, iso
-from monitor.snippets import RawSnippet, SnippetAssembler
-from monitor.sources import ENDED, RECONNECTING, STALLED, STREAMING, CameraSource
+from monitor.model.manifest import BundleError
+from monitor.video.preprocess import Geometry, Preprocessor
+from monitor.messages.publisher import Publisher, iso
+from monitor.video.snippets import RawSnippet, SnippetAssembler
+from monitor.video.sources import ENDED, RECONNECTING, STALLED, STREAMING, CameraSource
 
 log = logging.getLogger("monitor.engine")
 
@@ -117,7 +117,7 @@ def stream_scores(bundle: Bundle, crops: np.ndarray, patches: np.ndarray | None,
                   window: int | None = None, lookahead: int = 0) -> np.ndarray:
     """Score one video's features [T, C, F] (+ [T, ΣP, F]) as the live engine would, one
     snippet at a time through a SlidingWindow -> [T] float32."""
-    from monitor.offline import fuse_all
+    from monitor.model.offline import fuse_all
     fused = fuse_all(bundle, crops, patches)
     sliding = SlidingWindow(window or bundle.manifest.window, lookahead)
     out = np.full(len(fused), np.nan, np.float32)

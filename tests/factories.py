@@ -21,7 +21,7 @@ from torch import nn
 
 from export.backbone import export_backbone
 from export.bundle_writer import write_bundle
-from monitor.preprocess import Geometry
+from monitor.video.preprocess import Geometry
 from training.ssrl import SSRL, SSRLConfig
 
 GAIN = 10.0

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from export.__main__ import main as export_main
-from monitor.preprocess import Geometry
+from monitor.video.preprocess import Geometry
 from training.i3d import I3DResNet50
 
 # Debian's opencv-doc sample data (installed by .ci/run): real camera footage.

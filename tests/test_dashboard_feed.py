@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import zmq
 
-from monitor.dashboard_state import DashboardState
+from monitor.dashboard.state import DashboardState
 
 COMMON = {"schema", "monitor", "seq", "camera", "ts", "type"}
 

@@ -6,9 +6,9 @@ import pytest
 from rich.console import Console
 from rich.text import Text
 
-from monitor.dashboard_render import (ALERT_ROW_STYLE, SPARK, alerts_panel, camera_table, fmt_clock, fmt_duration, header,
+from monitor.dashboard.render import (ALERT_ROW_STYLE, SPARK, alerts_panel, camera_table, fmt_clock, fmt_duration, header,
                                       history_cells, redact, render_dashboard, score_bar, sparkline)
-from monitor.dashboard_state import AlertView, CameraView, DashboardSnapshot, MonitorView
+from monitor.dashboard.state import AlertView, CameraView, DashboardSnapshot, MonitorView
 
 
 def draw(renderable, width=120, height=None) -> str:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from monitor.dashboard_state import DashboardState
+from monitor.dashboard.state import DashboardState
 
 
 class Feed:

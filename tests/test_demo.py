@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from monitor.bundle import Bundle
+from monitor.model.bundle import Bundle
 from monitor.config import DEMO_BUNDLE
 from monitor.engine import stream_scores
-from monitor.preprocess import Geometry, Preprocessor
-from monitor.synthetic import render
+from monitor.video.preprocess import Geometry, Preprocessor
+from monitor.video.synthetic import render
 from tests.live_helpers import Subscriber, endpoint, monitor
 from training.demo import GEOMETRY, MINI, SNIPPET, Plan, alert_trace, plan_videos
 from training.demo_backbone import DemoBackbone, train_backbone

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from export.__main__ import main as export_main
-from monitor.bundle import Bundle
-from monitor.manifest import BundleError, Manifest
-from monitor.offline import score_video
+from monitor.model.bundle import Bundle
+from monitor.model.manifest import BundleError, Manifest
+from monitor.model.offline import score_video
 from tests.head_helpers import seeded_features, seeded_model, torch_scores
 from training.checkpoint import save_checkpoint
 

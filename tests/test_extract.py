@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.preprocess import Geometry, Preprocessor, snippet_count
+from monitor.video.preprocess import Geometry, Preprocessor, snippet_count
 from tests.i3d_helpers import (SMALL, read_frames, sample_video, scene, small_bundle,  # noqa: F401 (fixture)
                                torch_features, write_video)
 from training.extract import main as extract_main

@@ -8,9 +8,9 @@ import torch
 
 from export.__main__ import main as export_main
 from export.backbone import export_backbone
-from monitor.bundle import Bundle
-from monitor.manifest import BundleError, Manifest
-from monitor.preprocess import Geometry
+from monitor.model.bundle import Bundle
+from monitor.model.manifest import BundleError, Manifest
+from monitor.video.preprocess import Geometry
 from tests.head_helpers import seeded_model
 from tests.i3d_helpers import SMALL, make_bundle, small_backbone, small_bundle, torch_features  # noqa: F401
 from training.checkpoint import save_checkpoint
@@ -40,7 +40,7 @@ def test_published_size_backbone_agrees_with_pytorch(tmp_path):
     model = I3DResNet50().seed_(0)
     spec = export_backbone(model, tmp_path, Geometry(), 2048)
     assert spec.inputs == {"clips": ["clips", 3, 16, 224, 224]} and spec.outputs == {"features": ["clips", 2048]}
-    from monitor.providers import create_session
+    from monitor.model.providers import create_session
     session = create_session(str(tmp_path / spec.file), "cpu")
     x = clips(2, 224)
     got = session.run(None, {"clips": x})[0]

@@ -7,7 +7,7 @@ import time
 import cv2
 import pytest
 
-from monitor.event_log import read_events
+from monitor.messages.event_log import read_events
 from tests.factories import BRIGHT, DARK, cached_bundle, dark_bright_dark, write_video
 from tests.live_helpers import ROOT, Process, Subscriber, endpoint, monitor, write_config
 
@@ -145,7 +145,7 @@ def test_two_cameras_share_backbone_batches(tmp_path, bundle):
 
 
 def test_subscribe_reports_a_gap_in_seq(tmp_path):
-    from monitor.publisher import Publisher
+    from monitor.messages.publisher import Publisher
 
     ep = endpoint()
     publisher = Publisher(ep, "gap-test")

@@ -11,14 +11,14 @@ import pytest
 import zmq
 
 from monitor import config as cfgmod
-from monitor.alerts import AlertPolicy, SnippetInfo
-from monitor.bundle import Bundle
+from monitor.alerts.policy import AlertPolicy, SnippetInfo
+from monitor.model.bundle import Bundle
 from monitor.config import AlertSettings
 from monitor.engine import Engine, SlidingWindow, stream_scores
-from monitor.offline import score_video
-from monitor.publisher import Publisher
-from monitor.snippets import SnippetAssembler
-from monitor.sources import RECONNECTING, CameraSource, Frame, redact
+from monitor.model.offline import score_video
+from monitor.messages.publisher import Publisher
+from monitor.video.snippets import SnippetAssembler
+from monitor.video.sources import RECONNECTING, CameraSource, Frame, redact
 from tests.factories import DARK, build_bundle, cached_bundle, write_video
 from tests.head_helpers import seeded_features, seeded_model
 from tests.live_helpers import ROOT, endpoint

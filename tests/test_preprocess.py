@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 import cv2
-from monitor.manifest import Manifest
-from monitor.preprocess import (Geometry, GeometryError, Preprocessor, grid_edges, resize_planes, scale,
+from monitor.model.manifest import Manifest
+from monitor.video.preprocess import (Geometry, GeometryError, Preprocessor, grid_edges, resize_planes, scale,
                                 snippet_count)
 from tests.i3d_helpers import SMALL, read_frames, sample_video
 

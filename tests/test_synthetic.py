@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from monitor.synthetic import (DEFAULT_URL, KINDS, SMALL_AREA, SyntheticCamera, SyntheticConfig, SyntheticError,
+from monitor.video.synthetic import (DEFAULT_URL, KINDS, SMALL_AREA, SyntheticCamera, SyntheticConfig, SyntheticError,
                                record, render)
 
 

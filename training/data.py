@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.feature_files import align_snippets, patch_companion
+from monitor.model.feature_files import align_snippets, patch_companion
 from training.ssrl import SSRLConfig, grid_patches
 
 SEGMENTS = 32

@@ -1,11 +1,11 @@
 """python -m training.demo [--out runs/demo] [--seed 0] [--bundle DIR] [--mini] [--jobs 2]
 
-The demo model, end to end, from the synthetic camera (monitor.synthetic):
+The demo model, end to end, from the synthetic camera (monitor.video.synthetic):
 1. the demo backbone (training.demo_backbone), trained self-supervised on anomaly-free
    videos of the generator (which playback speed?), exported as a backbone-only bundle;
 2. a training set with video-level labels only (normal videos: no anomaly; abnormal videos:
    at least one) and a test set with frame labels, rendered by the generator and turned into
-   features in the published layout by the one preprocessing path (monitor.preprocess) and
+   features in the published layout by the one preprocessing path (monitor.video.preprocess) and
    that bundle's backbone on ONNX Runtime, as training.extract does for video files;
 3. SSRL stages 1-4 with the project's trainer (training.train), stage n from stage n-1's
    weights (see "Staged training" below);
@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.preprocess import Geometry
-from monitor.synthetic import SyntheticCamera, SyntheticConfig
+from monitor.video.preprocess import Geometry
+from monitor.video.synthetic import SyntheticCamera, SyntheticConfig
 
 GRIDS = (23, 35, 47)
 # Small geometry for 2 cores: the 320 x 240 camera frame squeezed to 96 x 96 (the aspect
@@ -149,7 +149,7 @@ _worker: dict = {}
 
 
 def _init_worker(backbone_dir: str, threads: int) -> None:
-    from monitor.bundle import Bundle
+    from monitor.model.bundle import Bundle
     from training.extract import Extractor
     bundle = Bundle(backbone_dir, providers=["cpu"], threads=threads)
     _worker["extractor"] = Extractor(bundle, Geometry.from_manifest(bundle.manifest), batch=64)
@@ -177,7 +177,7 @@ def extract_video(spec: VideoSpec, out_dir: str) -> dict:
 def render_planes(spec: VideoSpec) -> np.ndarray:
     """A video as RGB uint8 planes [3, frames, height, width] at the demo geometry's frame
     size, resized by the one preprocessing path (for training the backbone)."""
-    from monitor.preprocess import Preprocessor
+    from monitor.video.preprocess import Preprocessor
     pre = Preprocessor(GEOMETRY)
     cam = SyntheticCamera.from_url(spec.url)
     chunks, buffer = [], []
@@ -316,10 +316,10 @@ def stage_table(checkpoints: list[Path], out: Path, paths: dict) -> list[dict]:
 def bundle_scores(bundle_dir: Path, features_dir: Path, names: list[str], streaming: bool) -> list[np.ndarray]:
     """Snippet scores of each video with the exported bundle: offline (whole video) or as the
     live engine scores (sliding window, newest snippet)."""
-    from monitor.bundle import Bundle
+    from monitor.model.bundle import Bundle
     from monitor.engine import stream_scores
-    from monitor.feature_files import load_video_features
-    from monitor.offline import score_video
+    from monitor.model.feature_files import load_video_features
+    from monitor.model.offline import score_video
     bundle = Bundle(bundle_dir, providers=["cpu"])
     out = []
     for name in names:
@@ -331,10 +331,10 @@ def bundle_scores(bundle_dir: Path, features_dir: Path, names: list[str], stream
 
 
 def alert_trace(scores: np.ndarray, threshold: float, min_snippets: int) -> tuple[int, np.ndarray]:
-    """What the engine's alert policy (monitor.alerts: hysteresis, minimum duration, cooldown)
+    """What the engine's alert policy (monitor.alerts.policy: hysteresis, minimum duration, cooldown)
     does on a stream of snippet scores: the alerts it starts, and whether it is in an alert
     at each snippet."""
-    from monitor.alerts import AlertPolicy, SnippetInfo
+    from monitor.alerts.policy import AlertPolicy, SnippetInfo
     from monitor.config import AlertSettings
     policy = AlertPolicy("calibration", AlertSettings().resolved(threshold, min_snippets), {})
     starts, active = 0, np.zeros(len(scores), bool)
@@ -402,7 +402,7 @@ def export_bundle(bundle_dir: Path, checkpoint: Path, backbone, source: dict) ->
 
 def set_alert_policy(bundle_dir: Path, threshold: float, min_snippets: int) -> None:
     """Record the calibrated policy in the exported bundle's manifest (the graphs stay)."""
-    from monitor.manifest import Manifest
+    from monitor.model.manifest import Manifest
     manifest = Manifest.read(bundle_dir)
     manifest.threshold, manifest.min_snippets = threshold, min_snippets
     manifest.write(bundle_dir)

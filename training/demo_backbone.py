@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monitor.preprocess import Geometry, resize_planes, scale
+from monitor.video.preprocess import Geometry, resize_planes, scale
 
 DEFAULT_FEATURES = 64
 SPEEDS = (1, 2, 3, 4)          # playback speeds the proxy task tells apart
@@ -70,7 +70,7 @@ class DemoBackbone(nn.Module):
 
 class SpeedClips:
     """Random patch clips of anomaly-free videos at a random playback speed, cut and resized
-    by the one preprocessing path's own functions (monitor.preprocess)."""
+    by the one preprocessing path's own functions (monitor.video.preprocess)."""
 
     def __init__(self, videos: list[np.ndarray], geometry: Geometry, rng: np.random.Generator):
         # videos: RGB uint8 planes [3, frames, height, width] at the geometry's frame size

@@ -162,8 +162,8 @@ def evaluate_checkpoint(checkpoint, test_list, gt, features_dir=None, crops: int
 
 def evaluate_bundle(bundle_dir, test_list, gt, features_dir=None, patch_dirs=(), providers=None) -> EvalResult:
     """Frame AUC/AP of a model bundle (ONNX Runtime, as the monitor scores) on a test list."""
-    from monitor.bundle import Bundle
-    from monitor.offline import score_video
+    from monitor.model.bundle import Bundle
+    from monitor.model.offline import score_video
     bundle = Bundle(bundle_dir, providers)
     m = bundle.manifest
     # A packed file may hold all published grids; an earlier stage reads a prefix of them
@@ -204,7 +204,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from training.checkpoint import CheckpointError
-    from monitor.manifest import BundleError
+    from monitor.model.manifest import BundleError
     try:
         if args.checkpoint is not None:
             result = evaluate_checkpoint(args.checkpoint, args.test_list, args.gt, args.features_dir,

@@ -2,7 +2,7 @@
 
 Features for your own videos, in the published layout (SPEC §1): for every video under PATH,
 `<video>_i3d.npy` [T, crops, F] and `<video>_patch{S}_i3d.npy` [T, r·c, F], computed by the
-one preprocessing path (monitor.preprocess) and the bundle's backbone on ONNX Runtime.
+one preprocessing path (monitor.video.preprocess) and the bundle's backbone on ONNX Runtime.
 
 Beside them, `<video>_i3d.json` records how they were made (resize mode, geometry, frame
 counts, the backbone's checksum). It is written last, so its presence marks a finished video:
@@ -30,9 +30,9 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from monitor import __version__  # noqa: E402
-from monitor.bundle import Bundle  # noqa: E402
-from monitor.manifest import BundleError  # noqa: E402
-from monitor.preprocess import (RESIZE_MODES, Geometry, GeometryError, Preprocessor,  # noqa: E402
+from monitor.model.bundle import Bundle  # noqa: E402
+from monitor.model.manifest import BundleError  # noqa: E402
+from monitor.video.preprocess import (RESIZE_MODES, Geometry, GeometryError, Preprocessor,  # noqa: E402
                                 snippet_count)
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".ts", ".3gp"}

@@ -25,9 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import zmq
-    from monitor.dashboard import terminal_console, watch_socket
-    from monitor.dashboard_render import redact
-    from monitor.dashboard_state import DashboardState
+    from monitor.dashboard.app import terminal_console, watch_socket
+    from monitor.dashboard.render import redact
+    from monitor.dashboard.state import DashboardState
 
     for name in ("refresh", "stale_after", "history"):
         if not getattr(args, name) > 0:

@@ -62,7 +62,7 @@ def _camera_specs(sources: list[str]) -> list[tuple[str, str]]:
 def build_config(args: argparse.Namespace):
     """The config file with the command line on top."""
     from monitor import config as cfgmod
-    from monitor.sources import default_name
+    from monitor.video.sources import default_name
 
     config = cfgmod.load(args.config)
     if args.source:
@@ -121,16 +121,16 @@ def build_config(args: argparse.Namespace):
 
 def _check_sources(config) -> str | None:
     """Problems that retrying cannot fix, found before anything starts."""
-    from monitor.sources import file_path, kind_of, redact
+    from monitor.video.sources import file_path, kind_of, redact
     for camera in config.cameras:
         kind = kind_of(camera.url)
         if kind == "file" and not Path(file_path(camera.url)).is_file():
             return f"camera '{camera.name}': {redact(camera.url)}: no such video file"
         if kind == "synthetic":
             try:
-                from monitor.synthetic import SyntheticCamera
+                from monitor.video.synthetic import SyntheticCamera
             except ModuleNotFoundError:
-                return (f"camera '{camera.name}': synthetic:// needs monitor/synthetic.py (the embedded camera), "
+                return (f"camera '{camera.name}': synthetic:// needs monitor/video/synthetic.py (the embedded camera), "
                         f"which this build lacks")
             try:
                 SyntheticCamera.from_url(camera.url).release()
@@ -164,14 +164,14 @@ def _status_line(topic: str, message: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.bundle import Bundle
+    from monitor.model.bundle import Bundle
     from monitor.config import DEMO_BUNDLE, ConfigError
     from monitor.engine import Engine
-    from monitor.event_log import EventLog
-    from monitor.manifest import BundleError
-    from monitor.preprocess import GeometryError
-    from monitor.providers import ProviderError
-    from monitor.publisher import PublishError, Publisher
+    from monitor.messages.event_log import EventLog
+    from monitor.model.manifest import BundleError
+    from monitor.video.preprocess import GeometryError
+    from monitor.model.providers import ProviderError
+    from monitor.messages.publisher import PublishError, Publisher
 
     try:
         config = build_config(args)
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     dashboard = None
     if sys.stdout.isatty() and not args.no_dashboard:
         try:
-            from monitor.dashboard import attach_dashboard
+            from monitor.dashboard.app import attach_dashboard
         except ModuleNotFoundError:
             log.warning("no dashboard in this build: plain log lines")
         else:

@@ -23,11 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.bundle import Bundle
-    from monitor.feature_files import FeatureFileError, load_video_features
-    from monitor.manifest import BundleError
-    from monitor.offline import score_video
-    from monitor.providers import ProviderError
+    from monitor.model.bundle import Bundle
+    from monitor.model.feature_files import FeatureFileError, load_video_features
+    from monitor.model.manifest import BundleError
+    from monitor.model.offline import score_video
+    from monitor.model.providers import ProviderError
 
     if args.window is not None and args.window < 1 or args.lookahead < 0:
         print("error: --window must be >= 1 and --lookahead >= 0", file=sys.stderr)

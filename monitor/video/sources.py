@@ -7,7 +7,7 @@ A source URL is one of:
   is chosen per camera through OPENCV_FFMPEG_CAPTURE_OPTIONS, which FFmpeg reads when a
   capture opens, so opens are serialised under a lock;
 - a video file (`file:///x.mp4` or a path), optionally looped and paced to its frame rate;
-- `synthetic://...`, the embedded camera of monitor.synthetic.
+- `synthetic://...`, the embedded camera of monitor.video.synthetic.
 
 Credentials in URLs never leave this module except through `redact`.
 """
@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-log = logging.getLogger("monitor.sources")
+log = logging.getLogger("monitor.video.sources")
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 _SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:password|passwd|pass|pwd|token|key|secret|auth|signature|sig)=)[^&;#]*")
@@ -97,7 +97,7 @@ class _Capture:
         self.synthetic = None
         self.cap = None
         if self.kind == "synthetic":
-            from monitor.synthetic import SyntheticCamera  # written by the demo issue; imported only when used
+            from monitor.video.synthetic import SyntheticCamera  # written by the demo issue; imported only when used
             self.synthetic = SyntheticCamera.from_url(url)
             self.fps = float(self.synthetic.fps)
             return

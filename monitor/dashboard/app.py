@@ -30,8 +30,8 @@ from typing import Any, Callable, Mapping
 from rich.console import Console
 from rich.live import Live
 
-from monitor.dashboard_render import DashboardView
-from monitor.dashboard_state import DashboardState
+from monitor.dashboard.render import DashboardView
+from monitor.dashboard.state import DashboardState
 
 DEFAULT_REFRESH_HZ = 4.0
 INBOX_LIMIT = 100_000          # messages held for the drawing thread; beyond this the oldest go (seen as a seq gap)

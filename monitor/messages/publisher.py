@@ -12,7 +12,7 @@ import time
 import zmq
 
 SCHEMA = 1
-log = logging.getLogger("monitor.publisher")
+log = logging.getLogger("monitor.messages.publisher")
 
 
 def iso(ts: float | None) -> str | None:

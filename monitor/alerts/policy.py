@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 
 from monitor.config import AlertSettings
-from monitor.publisher import iso
+from monitor.messages.publisher import iso
 
-log = logging.getLogger("monitor.alerts")
+log = logging.getLogger("monitor.alerts.policy")
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitor.bundle import Bundle
+from monitor.model.bundle import Bundle
 
 SPATIAL_CHUNK = 64  # snippets per spatial call: bounds memory; snippets never mix there
 

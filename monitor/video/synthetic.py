@@ -959,7 +959,7 @@ def record(url: str, path: str | Path, seconds: float) -> tuple[Path, Path, Path
 
 def main(argv=None) -> int:
     import argparse
-    p = argparse.ArgumentParser(prog="python -m monitor.synthetic",
+    p = argparse.ArgumentParser(prog="python -m monitor.video.synthetic",
                                 description="Record the synthetic camera to a video with its frame ground truth.")
     p.add_argument("--url", default=DEFAULT_URL, help=f"synthetic:// URL (default {DEFAULT_URL})")
     p.add_argument("--seconds", type=float, default=60.0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.manifest import Manifest
+from monitor.model.manifest import Manifest
 
 PUBLISHED_GRIDS = (23, 35, 47)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from monitor.manifest import (BACKBONE_INPUTS, BACKBONE_OUTPUTS, SPATIAL_INPUTS, SPATIAL_OUTPUTS,
+from monitor.model.manifest import (BACKBONE_INPUTS, BACKBONE_OUTPUTS, SPATIAL_INPUTS, SPATIAL_OUTPUTS,
                               TEMPORAL_INPUTS, TEMPORAL_OUTPUTS, BundleError, Manifest)
-from monitor.providers import create_session
+from monitor.model.providers import create_session
 
 EXPECTED_IO = {
     "spatial": (SPATIAL_INPUTS, SPATIAL_OUTPUTS),

@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
-from monitor.dashboard_state import AlertView, CameraView, DashboardSnapshot
+from monitor.dashboard.state import AlertView, CameraView, DashboardSnapshot
 
 SPARK = "▁▂▃▄▅▆▇█"
 PARTIAL = " ▏▎▍▌▋▊▉"          # 0..7 eighths of a cell, for a smooth bar

@@ -1,12 +1,12 @@
 """Frames -> 16-frame snippets, per camera, and snippets -> backbone clips through the one
-preprocessing path (monitor.preprocess), so that live clips are the clips training saw."""
+preprocessing path (monitor.video.preprocess), so that live clips are the clips training saw."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.sources import Frame
+from monitor.video.sources import Frame
 
 
 @dataclass
