@@ -13,6 +13,12 @@ COMMANDS = {
     "subscribe": "subscribe",
     "broker": "broker",
     "dashboard": "dashboard",
+    "events": "events",
+    "replay": "replay",
+    "mark": "mark",
+    "keys": "keys",
+    "calibrate": "calibrate",
+    "bench": "bench",
 }
 DEFAULT = "run"
 
