@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 # name -> module under monitor.commands; `run` is the default when no subcommand is given.
 COMMANDS = {
@@ -37,13 +38,21 @@ def _available() -> dict[str, str]:
     return out
 
 
+def program_name() -> str:
+    """What the user typed to start us: `run_monitor.py` from the checkout, `ssrl-monitor` as the
+    installed console script, so that usage lines and hints name a command that exists."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name and name not in ("cli.py", "__main__.py", "-c") else "run_monitor.py"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    prog = program_name()
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: run_monitor.py [COMMAND] [options]\n\ncommands:")
+        print(f"usage: {prog} [COMMAND] [options]\n\ncommands:")
         for name, text in _available().items():
             print(f"  {name:16s}{text}")
-        print(f"\nwith no command, '{DEFAULT}' runs. 'run_monitor.py COMMAND --help' for its options.")
+        print(f"\nwith no command, '{DEFAULT}' runs. '{prog} COMMAND --help' for its options.")
         return 0
     name = argv.pop(0) if argv and argv[0] in COMMANDS else DEFAULT
     try:
@@ -53,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: command '{name}' is not available in this build", file=sys.stderr)
             return 2
         raise
-    parser = argparse.ArgumentParser(prog=f"run_monitor.py {name}", description=getattr(module, "HELP", None))
+    parser = argparse.ArgumentParser(prog=f"{prog} {name}", description=getattr(module, "HELP", None))
     module.add_arguments(parser)
     args = parser.parse_args(argv)
     try:

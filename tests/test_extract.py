@@ -146,3 +146,26 @@ def test_missing_backbone_or_videos_is_a_clear_error(tmp_path, capsys, small_bun
     assert "no video files" in capsys.readouterr().err
     assert extract_main(["--model", str(tmp_path / "nobundle"), "--videos", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "no such bundle directory" in capsys.readouterr().err
+
+
+def test_extraction_defaults_to_the_bundles_crops_and_grids(tmp_path):
+    # The demo bundle has one centre crop and its own grids: extraction must write what its head
+    # scores, and score-features with the same bundle must then take the result as it is.
+    bundle = ROOT / "monitor" / "demo_bundle"
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "street.avi", read_frames(sample_video("vtest.avi", tmp_path), limit=32))
+    out = tmp_path / "features"
+    done = run_extract("--model", bundle, "--videos", tmp_path / "videos", "--out", out, "--resize", "fast")
+    assert done.returncode == 0, done.stderr
+    assert np.load(out / "street_i3d.npy").shape == (2, 1, 64)
+    assert [np.load(out / f"street_patch{g}_i3d.npy").shape[1] for g in (23, 35, 47)] == [6, 15, 28]
+    scored = subprocess.run([sys.executable, str(ROOT / "run_monitor.py"), "score-features", "--model", str(bundle),
+                             "--features", str(out / "street_i3d.npy"), "--out", str(tmp_path / "s.npy")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr
+    assert np.load(tmp_path / "s.npy").shape == (2,)
+    # An explicit flag still wins over the bundle's value.
+    done = run_extract("--model", bundle, "--videos", tmp_path / "videos", "--out", tmp_path / "f2",
+                       "--resize", "fast", "--grids")
+    assert done.returncode == 0, done.stderr
+    assert not list((tmp_path / "f2").glob("*_patch*"))

@@ -101,8 +101,13 @@ def test_a_file_that_is_not_i3d_weights_is_refused(tmp_path):
     with pytest.raises(I3DError, match="no such I3D weight file"):
         load_i3d(tmp_path / "absent.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(I3DError, match="not a readable PyTorch weight file"):
+    with pytest.raises(I3DError, match=r"not a readable PyTorch weight file \(neither the zip archive torch.save "
+                                       r"writes nor a legacy pickle: it starts with b'not '"):
         load_i3d(tmp_path / "junk.pth")
+    whole = save({"conv1.weight": torch.zeros(4, 3, 5, 7, 7)}, tmp_path / "whole.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(I3DError, match="its zip archive is incomplete: truncated or damaged"):
+        load_i3d(tmp_path / "cut.pth")
     with pytest.raises(I3DError, match="tensor 'conv1.weight'"):
         load_i3d(save({"fc.weight": torch.zeros(400, 2048)}, tmp_path / "head.pth"))
 
@@ -110,7 +115,7 @@ def test_a_file_that_is_not_i3d_weights_is_refused(tmp_path):
 def test_loading_never_runs_pickled_code(tmp_path):
     # weights_only=True: a file carrying arbitrary objects is refused, not executed.
     save({"conv1.weight": torch.zeros(4, 3, 5, 7, 7), "extra": np.dtype("float32"), "f": print}, tmp_path / "evil.pth")
-    with pytest.raises(I3DError, match="not a readable PyTorch weight file"):
+    with pytest.raises(I3DError, match="not a readable PyTorch weight file .*it holds more than tensors"):
         load_i3d(tmp_path / "evil.pth")
 
 

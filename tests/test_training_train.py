@@ -251,3 +251,11 @@ def test_sigterm_stops_cleanly_and_the_run_continues(synthetic, tmp_path):
     assert "stopped at step" in (out / "train.log").read_text()
     result = train(options(synthetic, out, steps=state["step"] + 2, resume="latest", seed=10))
     assert result["steps"] == state["step"] + 2 and not result["stopped"]
+
+
+def test_flags_that_turn_an_option_off_say_so_in_help():
+    from training.train_options import build_parser
+    text = " ".join(build_parser().format_help().split())
+    assert "--no-eval-at-start skip evaluating the untrained network first" in text
+    assert "--no-progress no progress bar" in text
+    assert "--no-progress show a progress bar" not in text

@@ -36,7 +36,6 @@ from monitor.video.preprocess import (RESIZE_MODES, Geometry, GeometryError, Pre
                                 snippet_count)
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".ts", ".3gp"}
-PUBLISHED_GRIDS = (23, 35, 47)
 METADATA_VERSION = 1
 
 
@@ -203,9 +202,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", type=Path, required=True, help="model bundle with a backbone (python -m export --backbone ...)")
     p.add_argument("--videos", type=Path, required=True, help="a video file, or a folder searched recursively")
     p.add_argument("--out", type=Path, required=True, help="folder for the .npy files (mirrors sub-folders of --videos)")
-    p.add_argument("--crops", type=int, choices=[10, 1], default=10, help="ten-crop (default) or the centre crop")
-    p.add_argument("--grids", type=int, nargs="*", default=list(PUBLISHED_GRIDS),
-                   help="patch grids, rows·columns (default 23 35 47; none for crops only)")
+    p.add_argument("--crops", type=int, choices=[10, 1],
+                   help="ten-crop or the centre crop (default: the bundle's, so that its head can score the result)")
+    p.add_argument("--grids", type=int, nargs="*",
+                   help="patch grids, rows·columns, e.g. 23 35 47; none for crops only (default: the bundle's)")
     p.add_argument("--resize", choices=RESIZE_MODES, default="reference",
                    help="reference (Pillow LANCZOS, as the published features; default) or fast (OpenCV)")
     p.add_argument("--batch", type=int, default=16, help="clips per backbone call")
@@ -224,8 +224,9 @@ def main(argv=None) -> int:
         if not bundle.has_backbone:
             raise BundleError(f"{args.model}: this bundle has no backbone.onnx; export one with "
                               f"python -m export --backbone I3D.pth")
-        geometry = Geometry.from_dict(bundle.manifest.preprocessing, crops=args.crops,
-                                      grids=tuple(args.grids), resize=args.resize)
+        chosen = {"crops": args.crops, "grids": None if args.grids is None else tuple(args.grids)}
+        geometry = Geometry.from_manifest(bundle.manifest, resize=args.resize,
+                                          **{k: v for k, v in chosen.items() if v is not None})
         videos = find_videos(args.videos)
     except (BundleError, GeometryError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}")

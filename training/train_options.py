@@ -25,8 +25,10 @@ class OptionsError(ValueError):
     """A bad option value or configuration file; the message names the file and key."""
 
 
-def _opt(default, help: str, flag: str | None = None):
-    return field(default=default, metadata={"help": help, "flag": flag})
+def _opt(default, help: str, flag: str | None = None, flag_help: str | None = None):
+    """`help` says what the option (a TOML key) means; `flag_help` what its flag does, where the
+    flag turns the option off (`--no-progress` for `progress = true`)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "flag_help": flag_help})
 
 
 @dataclass
@@ -67,14 +69,15 @@ class TrainOptions:
     # Evaluation and output --------------------------------------------------------------------
     eval_every: int = _opt(5, "evaluate every N steps")
     eval_after: int = _opt(0, "first evaluation after this step (published scripts: 50)")
-    eval_at_start: bool = _opt(True, "evaluate the untrained network first, for reference (never selected)", flag="--no-eval-at-start")
+    eval_at_start: bool = _opt(True, "evaluate the untrained network first, for reference (never selected)", flag="--no-eval-at-start",
+                               flag_help="skip evaluating the untrained network first")
     val_fraction: float = _opt(0.0, "hold out this share of the training list (per label) for honest checkpoint selection")
     out: Path = _opt(Path("runs/ssrl"), "output directory: checkpoints, train.log, evaluations.jsonl, resume.pt")
     save_every: int = _opt(1000, "write the resume state (and last.pkl) every N steps")
     resume: str | None = _opt(None, "continue an interrupted run: its resume.pt (default: OUT/resume.pt)")
     overwrite: bool = _opt(False, "start afresh in an output directory that already holds a run")
     device: str = _opt("auto", "auto, cpu, cuda (with torchrun: each process its own GPU)")
-    progress: bool = _opt(True, "show a progress bar", flag="--no-progress")
+    progress: bool = _opt(True, "show a progress bar", flag="--no-progress", flag_help="no progress bar (plain log lines)")
 
     # ------------------------------------------------------------------------------------------
     def resume_path(self) -> Path | None:
@@ -199,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         base, optional, many = kinds[f.name]
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         shown = f.default if not isinstance(f.default, tuple) else " ".join(map(str, f.default))
-        help = f.metadata["help"] + (f" (default: {shown})" if f.default not in (None, ()) and not isinstance(f.default, bool) else "")
+        help = (f.metadata["flag_help"] or f.metadata["help"]) + (f" (default: {shown})" if f.default not in (None, ()) and not isinstance(f.default, bool) else "")
         kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": help}
         if f.name == "layout":
             kw["choices"] = LAYOUTS

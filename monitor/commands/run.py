@@ -89,8 +89,19 @@ def build_config(args: argparse.Namespace):
             cfgmod.check_value(rule, value, f"command line: --{option.replace('_', '-')}")
     if args.model:
         config.model.path = args.model
-    if args.providers:
-        config.model.providers = [p for p in re.split(r"[,\s]+", args.providers) if p]
+    # Providers are checked here, where we know who asked for them, rather than when the first
+    # graph loads (which would blame the graph file for a bad flag).
+    from monitor.model.providers import ProviderError, from_flag, resolve
+    try:
+        if args.providers:
+            config.model.providers = from_flag(args.providers)
+        elif config.model.providers:
+            try:
+                resolve(config.model.providers)
+            except ProviderError as exc:
+                raise ProviderError(f"{args.config}: [model] providers: {exc}") from exc
+    except ProviderError as exc:
+        raise cfgmod.ConfigError(str(exc)) from exc
     for key, target in (("threads", "threads"), ("window", "window"), ("lookahead", "lookahead")):
         if getattr(args, key) is not None:
             setattr(config.model, target, getattr(args, key))

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from monitor.model.feature_files import FeatureFileError, load_video_features
     from monitor.model.manifest import BundleError
     from monitor.model.offline import score_video
-    from monitor.model.providers import ProviderError
+    from monitor.model.providers import ProviderError, from_flag
 
     if args.window is not None and args.window < 1 or args.lookahead < 0:
         print("error: --window must be >= 1 and --lookahead >= 0", file=sys.stderr)
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     try:
-        bundle = Bundle(args.model, providers=args.providers)
+        bundle = Bundle(args.model, providers=from_flag(args.providers) if args.providers else None)
         crops, patches = load_video_features(args.features, bundle.manifest)
         if args.streaming:
             from monitor.engine import stream_scores

@@ -46,6 +46,17 @@ def resolve(requested: list[str] | str | None = None) -> list[str]:
     return chosen
 
 
+def from_flag(text: str, flag: str = "--providers") -> list[str]:
+    """A `--providers` value ('cuda,cpu') -> its names, refused here naming the flag, so that a
+    typo is not reported later as a graph that cannot load."""
+    names = [n for n in text.replace(",", " ").split() if n]
+    try:
+        resolve(names)
+    except ProviderError as exc:
+        raise ProviderError(f"command line: {flag}: {exc}") from exc
+    return names
+
+
 def _options(name: str) -> dict:
     if name == "TensorrtExecutionProvider":
         cache = os.environ.get("SSRL_TRT_CACHE", os.path.expanduser("~/.cache/ssrl-monitor/trt"))
