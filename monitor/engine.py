@@ -138,6 +138,7 @@ class Reported:
     """What the window keeps of a snippet: its range, and the frame a snapshot would show."""
     info: SnippetInfo
     keyframe: np.ndarray | None
+    received: float = 0.0   # wall-clock time its last frame was read (latency)
 
 
 @dataclass
@@ -341,7 +342,7 @@ class Engine:
                 heads = [c for c in self.cameras if c.pending]
                 if not heads:
                     break
-                cam = min(heads, key=lambda c: c.pending[0].last_ts)  # oldest first, across cameras
+                cam = min(heads, key=lambda c: c.pending[0].received)  # oldest first, across cameras
                 batch.append((cam, cam.pending.popleft()))
             self._cond.notify_all()  # room again for files that wait
         return batch
@@ -368,9 +369,10 @@ class Engine:
         t2 = time.perf_counter()
         steps = []
         for (cam, snippet), f in zip(batch, fused):
-            info = SnippetInfo(snippet.index, snippet.first_frame, snippet.last_frame, snippet.first_ts, snippet.last_ts)
+            info = SnippetInfo(snippet.index, snippet.first_frame, snippet.last_frame, snippet.first_ts, snippet.last_ts,
+                               snippet.first_position, snippet.last_position)
             keyframe = snippet.keyframe.copy() if cam.policy.snapshot_dir else None
-            steps.append(cam.window.push(f, Reported(info, keyframe)))
+            steps.append(cam.window.push(f, Reported(info, keyframe, snippet.received)))
         scores = score_windows(lambda w: self._run(self.bundle.scores, w), [step.window for step in steps])
         t3 = time.perf_counter()
         for key, dt in (("preprocess", t1 - t0), ("backbone+spatial", t2 - t1), ("temporal", t3 - t2)):
@@ -394,7 +396,7 @@ class Engine:
         info = reported.info
         score, events = cam.policy.update(info, raw, reported.keyframe)
         now = time.time()
-        latency = (now - info.last_ts) * 1000.0
+        latency = (now - reported.received) * 1000.0
         cam.latencies.append(latency)
         cam.scored.append(now)
         if self.config.publish.scores:

@@ -1,6 +1,10 @@
 """The per-camera alert policy: a threshold with hysteresis (on and off levels), a minimum
 duration, a cooldown and optional smoothing. An alert is a `start` event and an `end` event
-with the peak score and the snippet, frame and time range (docs/MESSAGES.md)."""
+with the peak score and the snippet, frame and time range (docs/MESSAGES.md).
+
+Time is the source's own (SnippetInfo's *_ts): wall-clock for live sources, the video's
+for files, so that the cooldown and durations of a file read faster than real time are
+those of the video."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -26,6 +30,8 @@ class SnippetInfo:
     last_frame: int
     first_ts: float
     last_ts: float
+    first_position: float | None = None   # files: seconds into the file (None for live sources)
+    last_position: float | None = None
 
 
 class AlertPolicy:
@@ -113,6 +119,9 @@ class AlertPolicy:
             "snippets": [first.index, last.index], "frames": [first.first_frame, last.last_frame],
             "time": [iso(first.first_ts), iso(end_ts)],
             "duration_s": 0.0 if end_ts is None else round(max(0.0, end_ts - first.first_ts), 3),
+            "position_s": None if first.first_position is None else
+            [round(first.first_position, 3), None if end_ts is None or last.last_position is None
+             else round(last.last_position, 3)],
             "model": self.model, "snapshot": self._snapshot,
         }
 

@@ -16,8 +16,11 @@ class RawSnippet:
     frames: np.ndarray      # [length, H, W, 3] BGR uint8
     first_frame: int        # source frame indices covered (stride included)
     last_frame: int
-    first_ts: float         # capture times of the first and last frame
+    first_ts: float         # times of the first and last frame on the source's clock (Frame.ts)
     last_ts: float
+    received: float = 0.0   # wall-clock time the last frame was read (latency)
+    first_position: float | None = None   # files: seconds into the file of the first and last frame
+    last_position: float | None = None
 
     @property
     def keyframe(self) -> np.ndarray:
@@ -64,7 +67,7 @@ class SnippetAssembler:
         if self._count < self.length:
             return None
         snippet = RawSnippet(self.camera, self.snippets, self._buffer, self._first.index, frame.index,
-                             self._first.ts, frame.ts)
+                             self._first.ts, frame.ts, frame.received, self._first.position, frame.position)
         self._buffer = None  # the snippet owns that array now
         self._count = 0
         self._seen = 0

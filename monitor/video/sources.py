@@ -81,8 +81,18 @@ def default_name(url: str, index: int) -> str:
 @dataclass
 class Frame:
     index: int          # frames read from this camera since it started, across reconnects
-    ts: float           # wall-clock capture time (time.time())
+    # The frame's time on the source's own clock: for a live source the wall-clock capture
+    # time (time.time()); for a file, when reading began plus the frame's position in the
+    # video, so that alert times, durations and the policy's cooldown follow the video even
+    # when it is read faster than real time.
+    ts: float
     image: np.ndarray   # BGR uint8 [H, W, 3]
+    received: float | None = None   # wall-clock time it was read (latency); None: ts
+    position: float | None = None   # files: seconds into the file; None for live sources
+
+    def __post_init__(self):
+        if self.received is None:
+            self.received = self.ts
 
 
 class SourceError(RuntimeError):
@@ -166,6 +176,7 @@ class CameraSource:
         self._since = time.time()
         self.frames = 0
         self.last_frame_ts: float | None = None
+        self._epoch: float | None = None   # files: wall-clock time of the first frame (video time 0)
         self.frame_size: tuple[int, int] | None = None
         self._recent: deque = deque(maxlen=256)   # arrival times of recent frames
 
@@ -282,7 +293,15 @@ class CameraSource:
             with self._lock:
                 self.last_frame_ts = now
                 self._recent.append(now)
-            frame = Frame(self.frames, now, image)
+            if self.kind == "file":
+                # Video time: position in the file, counted on across loops and reopens so the
+                # source's clock never runs backwards.
+                if self._epoch is None:
+                    self._epoch = now
+                frame = Frame(self.frames, self._epoch + self.frames / fps, image, received=now,
+                              position=delivered / fps)
+            else:
+                frame = Frame(self.frames, now, image)
             self.frames += 1
             delivered += 1
             self.on_frame(frame)
