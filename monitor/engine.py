@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
+from monitor.alerts.localisation import CameraLocator, Localiser, SnippetContext
 from monitor.alerts.policy import AlertPolicy, SnippetInfo
 from monitor.model.bundle import Bundle
 from monitor.config import CameraConfig, Config
@@ -87,6 +88,11 @@ class SlidingWindow:
         k = len(step.metas) - 1 - self.lookahead
         return [(step.metas[k], float(scores[k]))]
 
+    @property
+    def last_step(self) -> WindowStep | None:
+        """The step last scored (the one `flush` reports from)."""
+        return None if self._last is None else self._last[0]
+
     def flush(self) -> list[tuple[object, float]]:
         """At the end of a stream: the last d snippets, scored by the last window."""
         if self._last is None:
@@ -131,14 +137,24 @@ def stream_scores(bundle: Bundle, crops: np.ndarray, patches: np.ndarray | None,
     return out
 
 
+def _context(reported, step: WindowStep | None) -> SnippetContext | None:
+    """A reported snippet's features and the window its score came from (to locate it)."""
+    if reported.features is None or step is None:
+        return None
+    position = next((i for i, meta in enumerate(step.metas) if meta is reported), None)
+    return None if position is None else SnippetContext(step.window, position, *reported.features)
+
+
 # ----------------------------------------------------------------------------- cameras
 
 @dataclass
 class Reported:
-    """What the window keeps of a snippet: its range, and the frame a snapshot would show."""
+    """What the window keeps of a snippet: its range, the frame a snapshot would show, and
+    until it is reported its crop and patch features (to locate it if it alerts)."""
     info: SnippetInfo
     keyframe: np.ndarray | None
     received: float = 0.0   # wall-clock time its last frame was read (latency)
+    features: tuple[np.ndarray, np.ndarray] | None = None  # until reported: to locate it
 
 
 @dataclass
@@ -148,6 +164,7 @@ class CameraState:
     assembler: SnippetAssembler
     window: SlidingWindow
     policy: AlertPolicy
+    locator: CameraLocator | None = None
     pending: deque = field(default_factory=deque)
     dropped: int = 0
     scored: deque = field(default_factory=lambda: deque(maxlen=64))      # publish times
@@ -181,6 +198,7 @@ class Engine:
         self.event_log = event_log
         self.geometry = Geometry.from_manifest(m)
         self.preprocessor = Preprocessor(self.geometry)
+        self.localiser = Localiser(bundle, self.geometry.frame_size, run=self._run)
         self.window = config.model.window or m.window
         self.lookahead = config.model.lookahead
         SlidingWindow(self.window, self.lookahead)  # refuse a bad window / look-ahead now
@@ -210,6 +228,8 @@ class Engine:
                               stall_timeout_s=c.stall_timeout_s, backoff_initial_s=c.backoff_initial_s,
                               backoff_max_s=c.backoff_max_s)
         state = CameraState(c, source, assembler, SlidingWindow(self.window, self.lookahead), policy)
+        if self.localiser.available:  # it keeps the snippets an alert's start may need
+            state.locator = CameraLocator(self.localiser, policy.settings.min_snippets)
         source.on_frame = lambda frame, s=state: self._on_frame(s, frame)
         source.on_gap = lambda reason, s=state: s.assembler.reset()
         return state
@@ -363,16 +383,19 @@ class Engine:
             else:  # patches of another size than crops: one call per clip size
                 crop_f = self._run(self.bundle.backbone, crop_clips)
                 patch_f = self._run(self.bundle.backbone, patch_clips)
-            fused = self._run(self.bundle.fuse, crop_f.reshape(n, c, -1), patch_f.reshape(n, p, -1))
+            crop_f, patch_f = crop_f.reshape(n, c, -1), patch_f.reshape(n, p, -1)
+            fused = self._run(self.bundle.fuse, crop_f, patch_f)
+            parts = list(zip(crop_f, patch_f))
         else:
             fused = self._run(self.bundle.backbone, crop_clips).reshape(n, c, -1)
+            parts = [None] * n
         t2 = time.perf_counter()
         steps = []
-        for (cam, snippet), f in zip(batch, fused):
+        for (cam, snippet), f, features in zip(batch, fused, parts):
             info = SnippetInfo(snippet.index, snippet.first_frame, snippet.last_frame, snippet.first_ts, snippet.last_ts,
                                snippet.first_position, snippet.last_position)
             keyframe = snippet.keyframe.copy() if cam.policy.snapshot_dir else None
-            steps.append(cam.window.push(f, Reported(info, keyframe, snippet.received)))
+            steps.append(cam.window.push(f, Reported(info, keyframe, snippet.received, features)))
         scores = score_windows(lambda w: self._run(self.bundle.scores, w), [step.window for step in steps])
         t3 = time.perf_counter()
         for key, dt in (("preprocess", t1 - t0), ("backbone+spatial", t2 - t1), ("temporal", t3 - t2)):
@@ -383,18 +406,24 @@ class Engine:
         self.batch_sizes.append(n)
         for (cam, _), step, s in zip(batch, steps, scores):
             for reported, raw in cam.window.report(step, s):
-                self._report(cam, reported, raw)
+                self._report(cam, reported, raw, step)
 
     def _flush_camera(self, cam: CameraState) -> None:
         if cam.flushed:
             return
         cam.flushed = True
+        step = cam.window.last_step
         for reported, raw in cam.window.flush():
-            self._report(cam, reported, raw)
+            self._report(cam, reported, raw, step)
 
-    def _report(self, cam: CameraState, reported: Reported, raw: float) -> None:
+    def _report(self, cam: CameraState, reported: Reported, raw: float, step: WindowStep | None = None) -> None:
         info = reported.info
-        score, events = cam.policy.update(info, raw, reported.keyframe)
+        where = None
+        if cam.locator is not None:
+            cam.locator.seen(_context(reported, step))
+            reported.features = None  # the locator holds what it needs now
+            where = cam.locator.where
+        score, events = cam.policy.update(info, raw, reported.keyframe, where)
         now = time.time()
         latency = (now - reported.received) * 1000.0
         cam.latencies.append(latency)

@@ -1,6 +1,7 @@
 """The per-camera alert policy: a threshold with hysteresis (on and off levels), a minimum
 duration, a cooldown and optional smoothing. An alert is a `start` event and an `end` event
-with the peak score and the snippet, frame and time range (docs/MESSAGES.md).
+with the peak score, the snippet, frame and time range, and where in the frame it is
+(docs/MESSAGES.md; monitor.alerts.localisation).
 
 Time is the source's own (SnippetInfo's *_ts): wall-clock for live sources, the video's
 for files, so that the cooldown and durations of a file read faster than real time are
@@ -17,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from monitor.alerts.localisation import AlertHeat, draw_overlay
 from monitor.config import AlertSettings
 from monitor.messages.publisher import iso
 
@@ -53,6 +55,7 @@ class AlertPolicy:
         self._alert_id = ""
         self._snapshot: str | None = None
         self._ended_ts: float | None = None
+        self._heat = AlertHeat()
 
     @property
     def on(self) -> float:
@@ -62,8 +65,11 @@ class AlertPolicy:
     def off(self) -> float:
         return float(self.settings.off)
 
-    def update(self, info: SnippetInfo, raw: float, keyframe: np.ndarray | None = None) -> tuple[float, list[dict]]:
-        """Feed the score of the next reported snippet -> (score after smoothing, events)."""
+    def update(self, info: SnippetInfo, raw: float, keyframe: np.ndarray | None = None,
+               where=None) -> tuple[float, list[dict]]:
+        """Feed the score of the next reported snippet -> (score after smoothing, events).
+        `where(n)`: the heat of the last n reported snippets, this one included
+        (localisation.CameraLocator.where), asked only for snippets that start or extend an alert."""
         self._recent.append(float(raw))
         score = float(np.mean(self._recent))
         self.score = score
@@ -75,18 +81,23 @@ class AlertPolicy:
             else:
                 self._last = info
                 self._peak = max(self._peak, score)
+                if where is not None:
+                    self._heat.add(where(1))
         if not self.in_alert and not events:
             cooling = self._ended_ts is not None and info.last_ts - self._ended_ts < self.settings.cooldown_s
             if score >= self.on and not cooling:
                 self._run.append((info, score, keyframe))
                 if len(self._run) >= self.settings.min_snippets:
-                    events.append(self._start())
+                    events.append(self._start(where))
             else:
                 self._run.clear()
         return score, events
 
-    def _start(self) -> dict:
+    def _start(self, where=None) -> dict:
         first, _, keyframe = self._run[0]
+        self._heat = AlertHeat()
+        if where is not None:
+            self._heat.add(where(len(self._run)))  # every snippet of the run that starts it
         self._first, self._last = first, self._run[-1][0]
         self._peak = max(s for _, s, _ in self._run)
         self._run.clear()
@@ -122,7 +133,7 @@ class AlertPolicy:
             "position_s": None if first.first_position is None else
             [round(first.first_position, 3), None if end_ts is None or last.last_position is None
              else round(last.last_position, 3)],
-            "model": self.model, "snapshot": self._snapshot,
+            "model": self.model, "snapshot": self._snapshot, **self._heat.fields(),
         }
 
     def _save_snapshot(self, keyframe: np.ndarray | None) -> str | None:
@@ -131,7 +142,7 @@ class AlertPolicy:
         try:
             self.snapshot_dir.mkdir(parents=True, exist_ok=True)
             path = (self.snapshot_dir / f"{self._alert_id}.jpg").resolve()
-            if not cv2.imwrite(str(path), keyframe, [cv2.IMWRITE_JPEG_QUALITY, 85]):
+            if not cv2.imwrite(str(path), draw_overlay(keyframe, self._heat.heat), [cv2.IMWRITE_JPEG_QUALITY, 85]):
                 raise OSError("OpenCV could not write it")
             return str(path)
         except OSError as exc:
