@@ -89,7 +89,7 @@ def live_default(seconds: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.monotonic()
         proc = subprocess.Popen([sys.executable, "run_monitor.py", "--no-dashboard", "--publish", endpoint,
-                                 "--duration", str(seconds), "--events", str(Path(tmp) / "events.jsonl")],
+                                 "--duration", str(seconds), "--events", str(Path(tmp) / "events.db")],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         first_alert = first_score = None
         status = []

@@ -8,7 +8,7 @@ Layout (every table optional; see configs/*.toml):
     [model]    path, providers, threads, window, lookahead
     [engine]   max_batch, max_wait_ms, max_pending, frame_stride
     [publish]  endpoint, connect, high_water_mark, scores
-    [log]      events, snapshots
+    [log]      events, snapshots, retention_days, max_mb
     [alerts]   on, off, min_snippets, cooldown_s, smoothing
     [[cameras]] name, url, transport, loop, pace, fps, stall_timeout_s, backoff_initial_s,
                 backoff_max_s, [cameras.alerts] (the same keys as [alerts], for this camera)
@@ -16,7 +16,6 @@ Layout (every table optional; see configs/*.toml):
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
 import tomllib
 from dataclasses import dataclass, field
@@ -98,8 +97,10 @@ class PublishSection:
 
 @dataclass
 class LogSection:
-    events: str = "events.jsonl"
+    events: str = "events.db"      # the SQLite event store (monitor.messages.event_store)
     snapshots: str | None = None   # directory for alert JPEGs; None: no snapshots
+    retention_days: float | None = None  # keep the events of the last N days; None: all
+    max_mb: float | None = None    # keep at most about N MiB of events, oldest deleted first; None: no limit
 
 
 @dataclass
@@ -115,7 +116,8 @@ class Config:
 
     @property
     def monitor_id(self) -> str:
-        return self.monitor.id or f"{socket.gethostname()}-{os.getpid()}"
+        # Stable across restarts (the host's name), so that seq continues in the event store.
+        return self.monitor.id or socket.gethostname()
 
     def model_path(self) -> Path:
         return Path(self.model.path) if self.model.path else DEMO_BUNDLE
@@ -159,6 +161,8 @@ _RULES: dict[str, tuple] = {
     "publish.scores": (lambda v: isinstance(v, bool), "must be true or false"),
     "log.events": (lambda v: isinstance(v, str) and v, "must be a file path"),
     "log.snapshots": (lambda v: isinstance(v, str), "must be a directory path (\"\" for none)"),
+    "log.retention_days": (lambda v: _number(v) and v > 0, "must be a number of days > 0"),
+    "log.max_mb": (lambda v: _number(v) and v > 0, "must be a size in MiB > 0"),
     "alerts.on": (lambda v: _number(v) and 0 <= v <= 1, "must be a score in [0, 1]"),
     "alerts.off": (lambda v: _number(v) and 0 <= v <= 1, "must be a score in [0, 1]"),
     "alerts.min_snippets": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),

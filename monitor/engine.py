@@ -195,7 +195,9 @@ class Engine:
         self.config = config
         self.bundle = bundle
         self.publisher = publisher
-        self.event_log = event_log
+        self.event_log = event_log  # the EventStore (monitor.messages.event_store), or None
+        # Alert ids an operator can type: <camera>-<n>, n unique per monitor across restarts.
+        self._alert_numbers = None if event_log is None else event_log.alert_numbers(publisher.monitor_id)
         self.geometry = Geometry.from_manifest(m)
         self.preprocessor = Preprocessor(self.geometry)
         self.localiser = Localiser(bundle, self.geometry.frame_size, run=self._run)
@@ -222,7 +224,8 @@ class Engine:
     def _camera(self, c: CameraConfig) -> CameraState:
         settings = self.config.alert_settings(c).resolved(self.bundle.manifest.threshold,
                                                                self.bundle.manifest.min_snippets)
-        policy = AlertPolicy(c.name, settings, self.model_info, self.config.log.snapshots)
+        alert_ids = None if self._alert_numbers is None else (lambda: f"{c.name}-{self._alert_numbers.take()}")
+        policy = AlertPolicy(c.name, settings, self.model_info, self.config.log.snapshots, alert_ids=alert_ids)
         assembler = SnippetAssembler(c.name, self.geometry.snippet_length, self.config.engine.frame_stride)
         source = CameraSource(c.name, c.url, transport=c.transport, loop=c.loop, pace=c.pace, fps=c.fps,
                               stall_timeout_s=c.stall_timeout_s, backoff_initial_s=c.backoff_initial_s,
@@ -445,12 +448,10 @@ class Engine:
             self.alerts_today += 1
 
         def write(message: dict) -> None:
-            if self.event_log is None:
-                return
-            try:
-                self.event_log.append(message)
-            except (OSError, ValueError) as exc:
-                log.error("event log %s: cannot append: %s", self.event_log.path, exc)
+            # Stored before it is sent; a store that cannot be written (a full disk) marks the
+            # message stored=false, holds it and says so loudly, and the alert still goes out.
+            if self.event_log is not None:
+                self.event_log.record(message)
 
         self.publisher.publish(f"alert.{cam.name}", event, camera=cam.name, before_send=write)
 
@@ -511,10 +512,20 @@ class Engine:
             "uptime_s": round(now - self.started, 1),
             "model": {**self.model_info, "providers": self.bundle.providers, "window": self.window},
             "dropped_messages": self.publisher.dropped, "alerts_today": self.alerts_today, "cameras": cameras,
+            "faults": self.faults(),
             "engine": {"batches": self.batches, "shared_batches": self.shared_batches, "snippets": self.snippets_scored,
                        "mean_batch": round(float(np.mean(sizes)), 2) if sizes else None,
                        "max_batch": max(sizes) if sizes else None, "batch_limit": self.config.engine.max_batch},
         }
+
+    def faults(self) -> list[dict]:
+        """What is wrong with the monitor itself, for the status messages and the dashboard."""
+        faults = []
+        store = self.event_log
+        if store is not None and store.fault is not None:
+            faults.append({"kind": "event_log", "message": store.fault, "since": iso(store.fault_since),
+                           "held": store.held})
+        return faults
 
     def publish_status(self) -> dict:
         return self.publisher.publish("status", self.status(), camera=None)

@@ -208,7 +208,7 @@ def test_the_monitor_itself_shows_the_dashboard_on_a_terminal(tmux, tmp_path):
     video = dark_bright_dark(tmp_path / "door.avi", dark=32, bright=64, after=32)   # an alert every 5 s of video
     tmux.start([sys.executable, str(ROOT / "run_monitor.py"), "--source", f"door={video}", "--loop",
                 "--model", str(bundle), "--publish", endpoint(), "--threshold", "0.6", "--status-interval", "0.5",
-                "--events", str(tmp_path / "events.jsonl"), "--snapshots", str(tmp_path / "snaps")])
+                "--events", str(tmp_path / "events.db"), "--snapshots", str(tmp_path / "snaps")])
     screen = tmux.wait_for("the camera row with a score",
                            lambda s: re.search(r"\b[01]\.\d{3}\b", row(s, "door") or "") is not None
                            and "streaming" in (row(s, "door") or ""), timeout_s=120)
@@ -221,5 +221,5 @@ def test_the_monitor_itself_shows_the_dashboard_on_a_terminal(tmux, tmp_path):
     tmux.keys("q")                                                               # quits the monitor, not just the view
     screen = tmux.wait_for("the monitor to exit", lambda s: EXITED.search(s) is not None, timeout_s=60)
     assert EXITED.search(screen).group(1) == "0"
-    events = [line for line in (tmp_path / "events.jsonl").read_text().splitlines() if line.strip()]
-    assert any('"start"' in e for e in events)
+    from monitor.messages.event_store import read_store
+    assert any(e["event"] == "start" for e in read_store(tmp_path / "events.db"))

@@ -14,6 +14,7 @@ import torch
 from monitor.model.bundle import Bundle
 from monitor.config import DEMO_BUNDLE
 from monitor.engine import stream_scores
+from monitor.messages.event_store import read_store
 from monitor.video.preprocess import Geometry, Preprocessor
 from monitor.video.synthetic import render
 from tests.live_helpers import Subscriber, endpoint, monitor
@@ -106,7 +107,7 @@ def test_the_default_run_raises_an_alert_on_the_socket(tmp_path):
     shipped bundle, through the real engine, until an alert reaches a subscriber."""
     ep = endpoint()
     sub = Subscriber(ep)
-    proc = monitor(tmp_path, "--no-dashboard", "--publish", ep, "--events", str(tmp_path / "events.jsonl"),
+    proc = monitor(tmp_path, "--no-dashboard", "--publish", ep, "--events", str(tmp_path / "events.db"),
                    "--status-interval", "1")
     try:
         alert = sub.wait_for(lambda ms: [m for t, m, _ in ms if t.startswith("alert.") and m["event"] == "start"],
@@ -119,8 +120,8 @@ def test_the_default_run_raises_an_alert_on_the_socket(tmp_path):
     status = [c for m in sub.of("status") for c in m["cameras"]]
     assert {c["camera"] for c in status} == {"synthetic"} and any((c["input_fps"] or 0) > 0 for c in status)
     assert all(c["processing_fps"] >= 0 for c in status)   # frames scored per second, beside input_fps
-    logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    assert alert["alert_id"] in {e["alert_id"] for e in logged}
+    logged = read_store(tmp_path / "events.db")
+    assert alert["alert_id"] in {e["alert_id"] for e in logged} and alert["stored"] is True
 
 
 @pytest.mark.slow

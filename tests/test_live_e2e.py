@@ -7,7 +7,7 @@ import time
 import cv2
 import pytest
 
-from monitor.messages.event_log import read_events
+from monitor.messages.event_store import read_store
 from tests.factories import BRIGHT, DARK, cached_bundle, dark_bright_dark, write_video
 from tests.live_helpers import ROOT, Process, Subscriber, endpoint, monitor, write_config
 
@@ -44,7 +44,7 @@ path = "{bundle}"
 [publish]
 endpoint = "{ep}"
 [log]
-events = "{tmp_path / 'events.jsonl'}"
+events = "{tmp_path / 'events.db'}"
 snapshots = "{tmp_path / 'snaps'}"
 [alerts]
 on = 0.6
@@ -96,17 +96,17 @@ pace = true
     assert len(cams) == 1 and STATUS_CAMERA_FIELDS <= set(cams[0]) and cams[0]["alerts"] == 1
     assert status[-1]["alerts_today"] == 1 and status[-1]["model"]["window"] == 8
 
-    # What was published was logged first, seq included.
-    logged = read_events(tmp_path / "events.jsonl")
+    # What was published was stored first, seq included.
+    logged = read_store(tmp_path / "events.db")
     assert logged == [start, end]
 
 
 @pytest.mark.slow
-def test_sigterm_stops_with_the_event_log_intact(tmp_path, bundle):
+def test_sigterm_stops_with_the_event_store_intact(tmp_path, bundle):
     # A looped replay that is bright for a long time: the alert is still open at SIGTERM.
     video = write_video(tmp_path / "hall.avi", [(64, DARK), (256, BRIGHT)], fps=50)
     ep = endpoint()
-    events = tmp_path / "events.jsonl"
+    events = tmp_path / "events.db"
     sub = Subscriber(ep, topics=("alert.",))
     proc = monitor(tmp_path, "--model", str(bundle), "--source", f"hall={video}", "--loop", "--publish", ep,
                    "--events", str(events), *COMMON)
@@ -116,7 +116,7 @@ def test_sigterm_stops_with_the_event_log_intact(tmp_path, bundle):
     finally:
         proc.kill()
         sub.close()
-    logged = read_events(events)  # every line parses
+    logged = read_store(events)  # it opens and reads back whole
     kinds = [e["event"] for e in logged]
     assert kinds and kinds == ["start", "end"] * (len(kinds) // 2)  # every start has its end
     assert logged[-1]["reason"] == "shutdown" and logged[-2]["alert_id"] == logged[-1]["alert_id"]
@@ -127,7 +127,7 @@ def test_sigterm_stops_with_the_event_log_intact(tmp_path, bundle):
 def test_two_cameras_share_backbone_batches(tmp_path, bundle):
     a = dark_bright_dark(tmp_path / "a.avi", dark=64, bright=48, after=32)
     b = write_video(tmp_path / "b.avi", [(96, DARK), (64, BRIGHT)], seed=1)
-    events = tmp_path / "events.jsonl"
+    events = tmp_path / "events.db"
     # Files that are not paced wait for the engine, so both queues stay full and every
     # snippet is scored: each batch can take snippets of both cameras.
     proc = monitor(tmp_path, "--model", str(bundle), "--source", f"a={a}", "--source", f"b={b}",
@@ -138,7 +138,7 @@ def test_two_cameras_share_backbone_batches(tmp_path, bundle):
     scored = int(summary.split("stopped; ")[1].split(" snippets")[0])
     shared = int(summary.split("per batch, ")[1].split(" shared")[0])
     assert scored == 9 + 10 and shared >= 1, summary
-    logged = read_events(events)
+    logged = read_store(events)
     by_camera = {(e["camera"], e["event"]): e for e in logged}
     assert by_camera[("a", "start")]["snippets"][0] == 4 and by_camera[("a", "end")]["snippets"] == [4, 6]
     assert by_camera[("b", "start")]["snippets"][0] == 6 and by_camera[("b", "end")]["reason"] == "shutdown"
@@ -177,7 +177,7 @@ def test_broker_relays_two_monitors_to_one_subscriber(tmp_path, bundle):
     video = dark_bright_dark(tmp_path / "v.avi", dark=32, bright=32, after=32)
     sub = Subscriber(back, topics=("score.", "status"))
     monitors = [monitor(tmp_path, "--model", str(bundle), "--source", f"cam{i}={video}", "--loop", "--connect", front,
-                        "--monitor-id", f"site{i}", "--events", str(tmp_path / f"ev{i}.jsonl"), *COMMON,
+                        "--monitor-id", f"site{i}", "--events", str(tmp_path / f"ev{i}.db"), *COMMON,
                         name=f"monitor{i}") for i in (1, 2)]
     try:
         def both(ms):
@@ -217,7 +217,7 @@ def test_a_backbone_only_bundle_is_refused_by_name(tmp_path):
     m.update(stage=0, grids=[], patches=[], graphs={"backbone": m["graphs"]["backbone"]})
     (bundle / "manifest.json").write_text(json.dumps(m))
     proc = monitor(tmp_path, "--model", str(bundle), "--no-dashboard", "--duration", "5",
-                   "--events", str(tmp_path / "events.jsonl"))
+                   "--events", str(tmp_path / "events.db"))
     assert proc.wait() == 2
     err = proc.stderr()
     assert str(bundle) in err and "backbone-only" in err

@@ -14,6 +14,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -37,13 +38,17 @@ class SnippetInfo:
 
 
 class AlertPolicy:
-    def __init__(self, camera: str, settings: AlertSettings, model: dict, snapshot_dir: str | Path | None = None):
+    def __init__(self, camera: str, settings: AlertSettings, model: dict, snapshot_dir: str | Path | None = None,
+                 alert_ids: Callable[[], str] | None = None):
         if settings.on is None or settings.off is None or settings.min_snippets is None:
             raise ValueError("AlertPolicy needs resolved settings: on, off, min_snippets (AlertSettings.resolved)")
         self.camera = camera
         self.settings = settings
         self.model = model
         self.snapshot_dir = Path(snapshot_dir) if snapshot_dir else None
+        # Short ids an operator can type (`mark ALERT_ID false`) come from the event store;
+        # without one, an id from the camera, the start time and a random suffix.
+        self._alert_ids = alert_ids
         self.count = 0
         self.in_alert = False
         self.score: float | None = None   # the latest score after smoothing (status messages)
@@ -103,8 +108,11 @@ class AlertPolicy:
         self._run.clear()
         self.in_alert = True
         self.count += 1
-        stamp = _dt.datetime.fromtimestamp(first.first_ts, _dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        self._alert_id = f"{self.camera}-{stamp}-{uuid.uuid4().hex[:6]}"
+        if self._alert_ids is not None:
+            self._alert_id = self._alert_ids()
+        else:
+            stamp = _dt.datetime.fromtimestamp(first.first_ts, _dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            self._alert_id = f"{self.camera}-{stamp}-{uuid.uuid4().hex[:6]}"
         self._snapshot = self._save_snapshot(keyframe)
         log.info("%s: alert %s started, score %.3f >= %.3f", self.camera, self._alert_id, self._peak, self.on)
         return self._event("start", end_ts=None)

@@ -33,8 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--providers", help="execution providers in order, e.g. 'cuda,cpu' (default: best available)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per graph")
-    p.add_argument("--monitor-id", help="this monitor's id in messages (default <hostname>-<pid>)")
-    p.add_argument("--events", help="alert event log (JSONL; default events.jsonl)")
+    p.add_argument("--monitor-id", help="this monitor's id in messages and the event store (default: the host "
+                                        "name; give each monitor on one host its own)")
+    p.add_argument("--events", metavar="FILE", help="alert event store (SQLite; default events.db)")
     p.add_argument("--snapshots", help="directory for a JPEG of each alert's first snippet")
     p.add_argument("--threshold", type=float, help="alert on level (default: the bundle's)")
     p.add_argument("--off-threshold", type=float, help="alert off level (default: on - 0.1)")
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     from monitor.model.bundle import Bundle
     from monitor.config import DEMO_BUNDLE, ConfigError
     from monitor.engine import Engine
-    from monitor.messages.event_log import EventLog
+    from monitor.messages.event_store import EventStore, StoreError
     from monitor.model.manifest import BundleError
     from monitor.video.preprocess import GeometryError
     from monitor.model.providers import ProviderError
@@ -204,26 +205,36 @@ def run(args: argparse.Namespace) -> int:
     except (BundleError, ProviderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # The store first: it hands out the seq numbers, continuing those of earlier runs.
     try:
-        publisher = Publisher(config.publish.endpoint, config.monitor_id, connect=config.publish.connect,
-                              high_water_mark=config.publish.high_water_mark)
-    except PublishError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        event_log = EventStore(config.log.events, retention_days=config.log.retention_days,
+                               max_mb=config.log.max_mb)
+    except StoreError as exc:
+        print(f"error: event store: {exc}", file=sys.stderr)
         return 2
     try:
-        event_log = EventLog(config.log.events)
-    except OSError as exc:
-        print(f"error: event log {config.log.events}: {exc.strerror or exc}", file=sys.stderr)
-        publisher.close()
+        sequence = event_log.sequence(config.monitor_id)
+    except StoreError as exc:
+        print(f"error: event store: {exc}", file=sys.stderr)
+        event_log.close()
+        return 2
+    try:
+        publisher = Publisher(config.publish.endpoint, config.monitor_id, connect=config.publish.connect,
+                              high_water_mark=config.publish.high_water_mark, sequence=sequence)
+    except PublishError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        event_log.close()
         return 2
     try:
         engine = Engine(config, bundle, publisher, event_log)
         engine.warm_up()
-    except (BundleError, GeometryError, ValueError) as exc:
+    except (BundleError, GeometryError, ValueError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         event_log.close()
         publisher.close()
         return 2
+    event_log.apply_retention()
+    event_log.start_maintenance()
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -244,9 +255,9 @@ def run(args: argparse.Namespace) -> int:
         publisher.add_listener(_status_line)
 
     log.info("monitor %s: model %s (stage %d, %s), window %d, look-ahead %d; publishing on %s (%s); "
-             "events -> %s", config.monitor_id, engine.model_info["name"], bundle.manifest.stage,
+             "events -> %s (seq from %d)", config.monitor_id, engine.model_info["name"], bundle.manifest.stage,
              bundle.providers[0], engine.window, engine.lookahead, config.publish.endpoint,
-             "connect" if config.publish.connect else "bind", config.log.events)
+             "connect" if config.publish.connect else "bind", config.log.events, sequence.first)
     engine.start()
     deadline = None if args.duration is None else time.monotonic() + args.duration
     code = 0
@@ -275,9 +286,10 @@ def run(args: argparse.Namespace) -> int:
         publisher.close()
         sizes = list(engine.batch_sizes)
         log.info("stopped; %d snippets in %d batches (mean %.2f, max %d snippets per batch, %d shared by "
-                 "cameras), %d dropped; %d alert events in %s", engine.snippets_scored, engine.batches,
+                 "cameras), %d dropped; %d alert events in %s%s", engine.snippets_scored, engine.batches,
                  sum(sizes) / len(sizes) if sizes else 0.0, max(sizes) if sizes else 0, engine.shared_batches,
-                 sum(c.dropped for c in engine.cameras), event_log.written, config.log.events)
+                 sum(c.dropped for c in engine.cameras), event_log.written, config.log.events,
+                 f" ({event_log.not_stored} could not be stored when published)" if event_log.not_stored else "")
     if not clean:
         # A reader is stuck in a blocking read of a dead stream: everything is flushed, and
         # waiting for it (or letting the interpreter tear it down) could hang or abort.

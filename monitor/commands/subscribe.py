@@ -43,6 +43,10 @@ def describe(topic: str, m: dict) -> str:
             text += f", snapshot {m['snapshot']}"
         if m.get("reason"):
             text += f" ({m['reason']})"
+        if m.get("stored") is False:
+            text += " NOT STORED (the monitor's event store is faulted)"
+        if m.get("replayed"):
+            text += f" (replayed at {m.get('replay_ts')})"
         return f"{head} {text} [{m.get('alert_id', '')}]"
     if kind == "score":
         flag = " IN ALERT" if m.get("in_alert") else ""
@@ -124,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 print(f"warning: {topic}: body is not JSON ({exc}); skipped", file=sys.stderr, flush=True)
                 continue
-            if track_gaps and isinstance(message.get("seq"), int):
+            # A replayed alert keeps its original seq: it is neither a gap nor a restart.
+            if track_gaps and isinstance(message.get("seq"), int) and not message.get("replayed"):
                 note = gaps.see(str(message.get("monitor")), message["seq"])
                 if note:
                     if args.json:

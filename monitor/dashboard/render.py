@@ -323,7 +323,20 @@ def header(snap: DashboardSnapshot, width: int) -> list[Text]:
     banner = feed_banner(snap, width)
     if banner is not None:
         parts.append(banner)
+    parts += fault_lines(snap, width)
     return parts
+
+
+def fault_lines(snap: DashboardSnapshot, width: int = 200) -> list[Text]:
+    """A line per fault a monitor reports in its status (e.g. its event store cannot be
+    written), until a status reports it gone."""
+    several = len(snap.monitors) > 1
+    lines = []
+    for m in snap.monitors:
+        for kind, message in m.faults:
+            who = f"{redact(m.monitor)}: " if several else ""
+            lines.append(_fit(Text(f" FAULT {who}{redact(kind)}: {redact(message)} ", style="bold white on red"), width))
+    return lines
 
 
 def feed_banner(snap: DashboardSnapshot, width: int = 200) -> Text | None:

@@ -77,6 +77,7 @@ class MonitorView:
     lost_messages: int               # gaps in `seq` seen here
     alerts_today: int
     quiet_for_s: float | None
+    faults: tuple[tuple[str, str], ...] = ()  # (kind, message) from `status`, e.g. ("event_log", "cannot write ...")
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class _Monitor:
     alerts_today: int = 0
     last_seq: int | None = None
     last_seen: float | None = None
+    faults: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -233,7 +235,8 @@ class DashboardState:
         if schema != SCHEMA:
             raise MessageError(f"schema {schema!r}, this dashboard reads schema {SCHEMA}")
         monitor = self._monitor(_str(msg.get("monitor")))
-        self._track_seq(monitor, msg.get("seq"))
+        if not msg.get("replayed"):  # a replayed alert keeps its old seq: not a gap, not a restart
+            self._track_seq(monitor, msg.get("seq"))
         monitor.last_seen = now
         if kind == "status":
             self._on_status(monitor, msg, now)
@@ -271,6 +274,10 @@ class DashboardState:
         m.uptime_s = _num(msg.get("uptime_s"))
         m.uptime_at = now
         m.dropped_messages = _int(msg.get("dropped_messages")) or 0
+        faults = msg.get("faults")
+        if isinstance(faults, list):  # every status says all that is wrong now: none listed, none left
+            m.faults = tuple((_str(f.get("kind")) or "fault", _str(f.get("message")))
+                             for f in faults if isinstance(f, Mapping))
         alerts_today = _int(msg.get("alerts_today"))
         if alerts_today is not None:
             m.alerts_today = alerts_today
@@ -402,7 +409,7 @@ class DashboardState:
             uptime = None if m.uptime_s is None else m.uptime_s + (now - m.uptime_at)
             monitors.append(MonitorView(m.monitor, m.model, m.stage, m.providers, uptime,
                                         m.dropped_messages, m.lost_messages, m.alerts_today,
-                                        self._quiet(m.last_seen, now)))
+                                        self._quiet(m.last_seen, now), m.faults))
         cameras = []
         for c in self._cameras.values():
             history = np.array(c.history, dtype=np.float64).reshape(-1, 2)

@@ -1,41 +1,37 @@
-"""The alert event log: one JSON object per line, flushed and fsynced before the alert is
-published, so that what subscribers saw is always on disk, even after a crash."""
+"""The old event log format: one JSON object per line (`events.jsonl`), as monitors before the
+SQLite event store (monitor.messages.event_store) wrote it. Read only, to export it
+(`run_monitor.py events --jsonl OLD.jsonl`) or copy it into a store (`events --import`)."""
 from __future__ import annotations
 
 import json
-import os
-import threading
 from pathlib import Path
 
 
-class EventLog:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")
-        self._lock = threading.Lock()
-        self.written = 0
-
-    def append(self, record: dict) -> None:
-        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
-        with self._lock:
-            if self._file.closed:
-                raise ValueError(f"{self.path}: event log already closed")
-            self._file.write(line + "\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self.written += 1
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._file.closed:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self._file.close()
+def read_jsonl(path: str | Path) -> tuple[list[dict], list[str]]:
+    """Every record of an old log -> (records, problems). A line that does not parse (the
+    old log could be left with a truncated last line by a full disk) is a problem naming the
+    file and the line, never an exception."""
+    records, problems = [], []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{path}: line {number}: not a JSON object ({exc.msg}; a truncated line?); skipped")
+                continue
+            if not isinstance(record, dict):
+                problems.append(f"{path}: line {number}: not a JSON object; skipped")
+                continue
+            records.append(record)
+    return records, problems
 
 
 def read_events(path: str | Path) -> list[dict]:
-    """Every record of a log (the tests and tools read it back)."""
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """Every alert event of a file, oldest first: an SQLite event store or an old JSONL log
+    (the tests and tools read either back)."""
+    from monitor.messages.event_store import is_store, read_store
+    if is_store(path):
+        return read_store(path)
+    return read_jsonl(path)[0]

@@ -31,10 +31,13 @@ class Publisher:
     with schema, monitor, seq, camera, ts and type."""
 
     def __init__(self, endpoint: str, monitor_id: str, *, connect: bool = False,
-                 high_water_mark: int = 1000, context: zmq.Context | None = None):
+                 high_water_mark: int = 1000, context: zmq.Context | None = None, sequence=None):
         self.endpoint = endpoint
         self.monitor_id = monitor_id
-        self.seq = 0
+        # `sequence` (the event store's Counter) hands out seq numbers that are never reused
+        # across restarts; without one, seq starts at 0.
+        self._sequence = sequence
+        self.seq = 0 if sequence is None else sequence.first  # the next seq
         self.sent = 0
         self.dropped = 0
         self._listeners = []
@@ -70,13 +73,14 @@ class Publisher:
     def publish(self, topic: str, body: dict, camera: str | None = None, ts: float | None = None,
                 before_send=None) -> dict:
         """Send one message; returns the full object sent (with seq and the stamps).
-        `before_send(message)` runs on the stamped message before it goes out (the event log
-        writes alerts there, so that the log always holds what was published, seq included)."""
+        `before_send(message)` runs on the stamped message before it goes out (the event store
+        writes alerts there, so that it always holds what was published, seq included)."""
         with self._lock:
-            message = {"schema": SCHEMA, "monitor": self.monitor_id, "seq": self.seq, "camera": camera,
+            seq = self.seq if self._sequence is None else self._sequence.take(self.seq)
+            message = {"schema": SCHEMA, "monitor": self.monitor_id, "seq": seq, "camera": camera,
                        "ts": iso(time.time() if ts is None else ts), "type": topic.split(".", 1)[0]}
             message.update(body)
-            self.seq += 1
+            self.seq = seq + 1
             if before_send is not None:
                 before_send(message)
             frames = [topic.encode(), json.dumps(message, separators=(",", ":")).encode()]
