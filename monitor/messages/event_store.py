@@ -231,6 +231,7 @@ class EventStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_loud = -math.inf
+        self._logged_fault = False   # the log's last word on the store is "faulted"
         self._closed = False
         self._db = self._connect()
 
@@ -384,19 +385,19 @@ class EventStore:
 
     def _failed(self, exc: BaseException) -> None:
         now = time.monotonic()
-        first = self.fault is None
-        self.fault = f"cannot write {self.path}: {_reason(exc)}"
-        if first:
+        if self.fault is None:
             self.fault_since = time.time()
-        # Loud, but never a flood: at most once per REMIND_S however often writes fail.
-        if now - self._last_loud >= REMIND_S:
+        self.fault = f"cannot write {self.path}: {_reason(exc)}"
+        # Loud, never a flood: one line when a fault begins, then a reminder every REMIND_S,
+        # however often writes fail in between.
+        if not self._logged_fault:
+            self._logged_fault, self._last_loud = True, now
+            log.error("EVENT STORE FAULT: %s. Scoring and alerting go on; alerts are published marked "
+                      "stored=false and held in memory until the store can be written again", self.fault)
+        elif now - self._last_loud >= REMIND_S:
             self._last_loud = now
-            if first:
-                log.error("EVENT STORE FAULT: %s. Scoring and alerting go on; alerts are published marked "
-                          "stored=false and held in memory until the store can be written again", self.fault)
-            else:
-                log.error("event store still faulted for %.0f s: %s; %d alert event(s) held in memory",
-                          time.time() - (self.fault_since or time.time()), self.fault, len(self._held))
+            log.error("event store still faulted for %.0f s: %s; %d alert event(s) held in memory",
+                      time.time() - (self.fault_since or time.time()), self.fault, len(self._held))
 
     def _recovered(self) -> None:
         if self.fault is None:
@@ -407,6 +408,7 @@ class EventStore:
         log.warning("event store %s can be written again after %.0f s; %d held alert event(s) written",
                     self.path, time.time() - (self.fault_since or time.time()), held)
         self.fault = self.fault_since = None
+        self._logged_fault = False
 
     def probe(self) -> bool:
         """While faulted: try a real write (held events and counters); True when it worked."""
