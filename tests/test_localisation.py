@@ -17,6 +17,7 @@ from monitor.alerts.localisation import (AlertHeat, Heat, Localiser, SnippetCont
                                          hottest_box, overlap_matrix)
 from monitor.alerts.policy import AlertPolicy, SnippetInfo
 from monitor.config import AlertSettings, CameraConfig, Config
+from monitor.messages.event_store import read_store
 from monitor.model.bundle import Bundle
 from monitor.video.preprocess import Geometry, Preprocessor
 from tests.factories import cached_bundle
@@ -126,7 +127,7 @@ path = "{spot_bundle()}"
 [publish]
 endpoint = "{ep}"
 [log]
-events = "{tmp_path / 'events.jsonl'}"
+events = "{tmp_path / 'events.db'}"
 snapshots = "{tmp_path / 'snaps'}"
 [alerts]
 cooldown_s = 0.0
@@ -164,8 +165,8 @@ fps = 100
         assert redder[inside].mean() > 40                # tinted inside the box
         far = (slice(0, h), slice(0, w // 3)) if cell == second else (slice(0, h), slice(2 * w // 3, w))
         assert abs(redder[far].mean()) < 10              # and not far from it
-    logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    assert [e["box"] for e in logged] == [a["box"] for a in alerts]   # the event log holds them too
+    logged = read_store(tmp_path / "events.db")
+    assert [e["box"] for e in logged] == [a["box"] for a in alerts]   # the event store holds them too
 
 
 def _run_engine(config: Config, bundle_path, timeout: float = 120.0):
