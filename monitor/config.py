@@ -11,11 +11,13 @@ Layout (every table optional; see configs/*.toml):
     [log]      events, snapshots, retention_days, max_mb
     [alerts]   on, off, min_snippets, cooldown_s, smoothing
     [[cameras]] name, url, transport, loop, pace, fps, stall_timeout_s, backoff_initial_s,
-                backoff_max_s, [cameras.alerts] (the same keys as [alerts], for this camera)
+                backoff_max_s, max_frame_pixels, username, password_env, password_file,
+                [cameras.alerts] (the same keys as [alerts], for this camera)
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field
@@ -59,6 +61,13 @@ class CameraConfig:
     stall_timeout_s: float = 5.0   # no frame for this long: stalled, then reopened
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    max_frame_pixels: int = 4096 * 4096  # larger frames are refused: a broken stream cannot exhaust memory
+    # Credentials kept out of the URL (and so out of the command line): a user name, and the
+    # password from an environment variable or a file (read at each open). ${NAME} in the URL
+    # is filled from the environment too.
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
     alerts: dict | None = None     # [cameras.alerts]: AlertSettings keys that override [alerts]
 
 
@@ -178,6 +187,12 @@ _RULES: dict[str, tuple] = {
     "cameras.stall_timeout_s": (lambda v: _number(v) and v > 0, "must be a number of seconds > 0"),
     "cameras.backoff_initial_s": (lambda v: _number(v) and v > 0, "must be a number of seconds > 0"),
     "cameras.backoff_max_s": (lambda v: _number(v) and v > 0, "must be a number of seconds > 0"),
+    "cameras.max_frame_pixels": (lambda v: _integer(v) and v >= 64 * 64, "must be an integer >= 4096 (width x height)"),
+    "cameras.username": (lambda v: isinstance(v, str) and v and not any(c.isspace() for c in v),
+                         "must be a non-empty user name without spaces"),
+    "cameras.password_env": (lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v),
+                             "must be the name of an environment variable (letters, digits, _)"),
+    "cameras.password_file": (lambda v: isinstance(v, str) and v, "must be a file path"),
 }
 
 
@@ -248,12 +263,29 @@ def from_dict(data: dict, source: str = "<config>") -> Config:
         camera = _fill(CameraConfig, {k: v for k, v in table.items() if k != "alerts"}, where, "cameras", source)
         if "alerts" in table:
             camera.alerts = _overrides(_alerts(table["alerts"], f"{where}.alerts", source), table["alerts"])
+        _check_credentials(camera, f"{source}: key '{where}", table)
         if camera.backoff_max_s < camera.backoff_initial_s:
             raise ConfigError(f"{source}: key '{where}.backoff_max_s' = {camera.backoff_max_s}: must be at least "
                               f"backoff_initial_s = {camera.backoff_initial_s}")
         config.cameras.append(camera)
     name_cameras(config.cameras, source)
     return config
+
+
+def _check_credentials(camera: CameraConfig, where: str, table: dict) -> None:
+    """password_env or password_file, for a network stream whose URL holds no password."""
+    if camera.password_env and camera.password_file:
+        raise ConfigError(f"{where}.password_file': give password_env or password_file, not both")
+    if not (camera.username or camera.password_env or camera.password_file):
+        return
+    key = next(k for k in ("password_env", "password_file", "username") if k in table)
+    scheme = camera.url.split("://", 1)[0].lower() if "://" in camera.url else ""
+    if scheme in ("", "file", "synthetic"):
+        raise ConfigError(f"{where}.{key}': credentials need a network stream URL (rtsp://, http://, ...), "
+                          f"not {camera.url!r}")
+    authority = camera.url.split("://", 1)[1].split("/", 1)[0]
+    if ":" in authority.rsplit("@", 1)[0] and "@" in authority and (camera.password_env or camera.password_file):
+        raise ConfigError(f"{where}.{key}': the URL holds a password already; keep it in one place")
 
 
 def name_cameras(cameras: list[CameraConfig], source: str = "<config>") -> None:

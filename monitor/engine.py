@@ -29,6 +29,7 @@ from monitor.model.manifest import BundleError
 from monitor.video.preprocess import Geometry, Preprocessor
 from monitor.messages.publisher import Publisher, iso
 from monitor.video.snippets import RawSnippet, SnippetAssembler
+from monitor.video.credentials import Credentials
 from monitor.video.sources import ENDED, RECONNECTING, STALLED, STREAMING, CameraSource
 
 log = logging.getLogger("monitor.engine")
@@ -229,7 +230,8 @@ class Engine:
         assembler = SnippetAssembler(c.name, self.geometry.snippet_length, self.config.engine.frame_stride)
         source = CameraSource(c.name, c.url, transport=c.transport, loop=c.loop, pace=c.pace, fps=c.fps,
                               stall_timeout_s=c.stall_timeout_s, backoff_initial_s=c.backoff_initial_s,
-                              backoff_max_s=c.backoff_max_s)
+                              backoff_max_s=c.backoff_max_s, max_frame_pixels=c.max_frame_pixels,
+                              credentials=Credentials(c.username, c.password_env, c.password_file))
         state = CameraState(c, source, assembler, SlidingWindow(self.window, self.lookahead), policy)
         if self.localiser.available:  # it keeps the snippets an alert's start may need
             state.locator = CameraLocator(self.localiser, policy.settings.min_snippets)

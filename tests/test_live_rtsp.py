@@ -4,40 +4,13 @@ monitor recovering on its own. Needs /usr/bin/python3 with python3-gi and
 gir1.2-gst-rtsp-server-1.0 (installed by tools/test.sh); skipped, saying so, without them."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
-
 import pytest
 
 from tests.factories import cached_bundle
-from tests.live_helpers import ROOT, Process, Subscriber, endpoint, free_port, monitor, write_config
+from tests.live_helpers import Subscriber, endpoint, free_port, monitor, write_config
+from tests.rtsp_helpers import needs_gst_rtsp, rtsp_server
 
-SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-def _have_gst_rtsp() -> bool:
-    if not shutil.which(SYSTEM_PYTHON):
-        return False
-    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
-             "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
-             "assert all(Gst.ElementFactory.find(e) for e in ('videotestsrc', 'jpegenc', 'rtpjpegpay'))")
-    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
-
-
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not _have_gst_rtsp(), reason="GStreamer RTSP server (python3-gi, "
-                                 "gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-good) not installed")]
-
-
-def rtsp_server(workdir, port: int, name: str) -> Process:
-    server = Process([str(ROOT / "tests" / "live_rtsp_server.py"), str(port)], workdir, name, python=SYSTEM_PYTHON)
-    deadline = time.monotonic() + 60
-    while "ready" not in server.stdout():
-        if server.proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"RTSP server did not start: {server.stderr()}")
-        time.sleep(0.05)
-    return server
+pytestmark = [pytest.mark.slow, needs_gst_rtsp]
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import zmq
     from monitor.dashboard.app import terminal_console, watch_socket
-    from monitor.dashboard.render import redact
+    from monitor.redaction import redact
     from monitor.dashboard.state import DashboardState
 
     for name in ("refresh", "stale_after", "history"):

@@ -132,12 +132,33 @@ def build_config(args: argparse.Namespace):
 
 
 def _check_sources(config) -> str | None:
-    """Problems that retrying cannot fix, found before anything starts."""
-    from monitor.video.sources import file_path, kind_of, redact
+    """Problems that retrying cannot fix, found before anything starts. A missing file or
+    device among several cameras is only warned about: it is retried with backoff (a
+    recording may land later, a camera be plugged in) while the others run; when no camera
+    has a source there at all, there is nothing to run."""
+    from monitor.redaction import redact
+    from monitor.video.credentials import CredentialError, Credentials, check
+    from monitor.video.sources import file_path, kind_of, unsupported
+    missing = []
     for camera in config.cameras:
+        where = f"camera '{camera.name}': {redact(camera.url)}"
+        why = unsupported(camera.url)
+        if why:
+            return f"{where}: {why}"
         kind = kind_of(camera.url)
-        if kind == "file" and not Path(file_path(camera.url)).is_file():
-            return f"camera '{camera.name}': {redact(camera.url)}: no such video file"
+        if kind == "file":
+            path = Path(file_path(camera.url))
+            if path.is_dir():
+                return f"{where}: is a directory, not a video file"
+            if not path.is_file():
+                missing.append(f"{where}: no such video file")
+        if kind == "device" and camera.url.strip().isdigit() and not Path(f"/dev/video{camera.url.strip()}").exists():
+            missing.append(f"{where}: no such camera device (/dev/video{camera.url.strip()})")
+        if kind in ("stream", "device"):
+            try:
+                check(camera.url, Credentials(camera.username, camera.password_env, camera.password_file))
+            except CredentialError as exc:
+                return f"{where}: {exc}"
         if kind == "synthetic":
             try:
                 from monitor.video.synthetic import SyntheticCamera
@@ -148,6 +169,10 @@ def _check_sources(config) -> str | None:
                 SyntheticCamera.from_url(camera.url).release()
             except ValueError as exc:
                 return f"camera '{camera.name}': {exc}"
+    if missing and len(missing) == len(config.cameras):
+        return missing[0] if len(missing) == 1 else f"no camera has a source: {'; '.join(missing)}"
+    for problem in missing:
+        log.warning("%s; retrying with backoff while the other cameras run", problem)
     return None
 
 

@@ -9,7 +9,6 @@ place a password may leak from, so it checks again.
 from __future__ import annotations
 
 import math
-import re
 from datetime import datetime
 from typing import Sequence
 
@@ -17,6 +16,7 @@ import numpy as np
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
+from monitor.redaction import redact  # the one rule, shared with the publisher's side
 from monitor.dashboard.state import AlertView, CameraView, DashboardSnapshot
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -28,16 +28,6 @@ OK_STYLE, NEAR_STYLE, HOT_STYLE = "green", "yellow", "bold red"
 STATE_STYLES = {"streaming": "green", "reconnecting": "yellow", "stalled": "bold red",
                 "starting": "dim", "ended": "dim"}
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
-_SECRET_PARAM = re.compile(r"(?i)\b(pass(?:word)?|pwd|pw|passwd|token|secret|api_?key|auth|key|user(?:name)?)=([^&\s]*)")
-
-
-def redact(text: str | None) -> str:
-    """`rtsp://admin:pw@cam/stream?token=x` -> `rtsp://cam/stream?token=***`."""
-    if not text:
-        return ""
-    text = _USERINFO.sub(r"\1", str(text))
-    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}=***", text)
 
 
 def _level_style(score: float, threshold: float | None) -> str:

@@ -9,7 +9,15 @@ A source URL is one of:
 - a video file (`file:///x.mp4` or a path), optionally looped and paced to its frame rate;
 - `synthetic://...`, the embedded camera of monitor.video.synthetic.
 
-Credentials in URLs never leave this module except through `redact`.
+A live source is judged alive by new frames, not by `read()` returning True (see
+monitor.video.liveness): no new frame for the stall timeout is `stalled`, and the stream is
+reopened; FFmpeg's own open and read timeouts are set to that timeout, so a dead stream is
+noticed in time. Frames larger than `max_frame_pixels` are refused (counted) so that a
+hostile or broken stream cannot exhaust memory.
+
+Credentials in URLs never leave this module except through `redact`; the URL that is opened
+(placeholders and password files filled in, monitor.video.credentials) lives only in the
+reader thread.
 """
 from __future__ import annotations
 
@@ -26,24 +34,26 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+from monitor.redaction import redact
+from monitor.video.credentials import CredentialError, Credentials, resolve
+from monitor.video.liveness import Liveness
+
 log = logging.getLogger("monitor.video.sources")
 
+# OpenCV's `[ WARN ]` lines and FFmpeg's own (`[tcp @ 0x…] Connection refused`) would mix with
+# the monitor's log and repeat what it says itself, URLs unredacted: both are kept quiet unless
+# the environment asks otherwise (OPENCV_LOG_LEVEL, OPENCV_FFMPEG_LOGLEVEL=32 for FFmpeg's info).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")   # AV_LOG_QUIET; read when FFmpeg first opens
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
-_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:password|passwd|pass|pwd|token|key|secret|auth|signature|sig)=)[^&;#]*")
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+MAX_FRAME_PIXELS = 4096 * 4096
+FILE_READ_RETRIES = 25  # failed reads in a row before a file is taken to end (damage is skipped)
 _open_lock = threading.Lock()
 
 # Camera states (published in status and camera.<camera> messages).
 STARTING, STREAMING, RECONNECTING, STALLED, ENDED = "starting", "streaming", "reconnecting", "stalled", "ended"
-
-
-def redact(text: str) -> str:
-    """Strip credentials from a URL, or from any text that contains URLs: the user-info part
-    (`user:pass@`) and secret-looking query parameters become `***`."""
-    if not text:
-        return text
-    text = _USERINFO.sub(lambda m: m.group(1) + "***@", str(text))
-    return _SECRET_QUERY.sub(lambda m: m.group(1) + "***", text)
 
 
 def kind_of(url: str) -> str:
@@ -57,6 +67,17 @@ def kind_of(url: str) -> str:
     if scheme in STREAM_SCHEMES:
         return "stream"
     return "file"
+
+
+def unsupported(url: str) -> str | None:
+    """Why a source URL can never be read (an unknown scheme, a negative camera index), or None."""
+    url = url.strip()
+    if re.fullmatch(r"-\d+", url):
+        return f"camera index {url} must be 0 or more"
+    scheme = urlsplit(url).scheme.lower()
+    if "://" in url and scheme not in STREAM_SCHEMES + ("file", "synthetic"):
+        return f"unsupported scheme '{scheme}://' (supported: {', '.join(STREAM_SCHEMES)}, file, synthetic)"
+    return None
 
 
 def file_path(url: str) -> str:
@@ -102,15 +123,23 @@ class SourceError(RuntimeError):
 class _Capture:
     """What a reader thread reads from: OpenCV's VideoCapture or the synthetic camera."""
 
-    def __init__(self, url: str, transport: str, timeout_s: float):
+    def __init__(self, url: str, transport: str, timeout_s: float, credentials: Credentials | None = None,
+                 max_pixels: int = MAX_FRAME_PIXELS):
         self.kind = kind_of(url)
         self.synthetic = None
         self.cap = None
+        self.frame_count = 0
         if self.kind == "synthetic":
             from monitor.video.synthetic import SyntheticCamera  # written by the demo issue; imported only when used
             self.synthetic = SyntheticCamera.from_url(url)
             self.fps = float(self.synthetic.fps)
             return
+        shown = redact(url)
+        try:
+            target_url = resolve(url, credentials)  # secrets from the environment or a file, now
+        except CredentialError as exc:
+            raise SourceError(f"{shown}: {exc}") from None
+        # FFmpeg gives up on an open or a read after this long: a dead stream is noticed in time.
         timeout_ms = int(timeout_s * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
         with _open_lock:
@@ -118,22 +147,36 @@ class _Capture:
                 target = int(url) if url.strip().isdigit() else url
                 cap = cv2.VideoCapture(target)
             else:
-                target = file_path(url) if self.kind == "file" else url
+                target = file_path(target_url) if self.kind == "file" else target_url
                 if self.kind == "file" and not os.path.exists(target):
-                    raise SourceError(f"{redact(url)}: no such file")
+                    raise SourceError(f"{shown}: no such file")
                 os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{transport}"
                 cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"{redact(url)}: cannot open")
+            raise SourceError(f"{shown}: cannot open" + (" (not a readable video, or damaged)" if self.kind == "file"
+                                                          else ""))
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if width * height > max_pixels:
+            cap.release()
+            raise SourceError(f"{shown}: frames of {width}x{height} exceed the limit of {max_pixels} pixels "
+                              f"(max_frame_pixels)")
         self.cap = cap
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else 0.0
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT) if self.kind == "file" else 0
+        self.frame_count = int(count) if count and count > 0 else 0
 
     def read(self):
         if self.synthetic is not None:
             return self.synthetic.read()
         return self.cap.read()
+
+    def position(self) -> tuple[float | None, float | None]:
+        """The stream's own clock: (position in ms, position in frames)."""
+        if self.cap is None:
+            return None, None
+        return self.cap.get(cv2.CAP_PROP_POS_MSEC), self.cap.get(cv2.CAP_PROP_POS_FRAMES)
 
     def release(self):
         if self.cap is not None:
@@ -151,6 +194,7 @@ class CameraSource:
     def __init__(self, name: str, url: str, *, transport: str = "tcp", loop: bool = False,
                  pace: bool | None = None, fps: float | None = None, stall_timeout_s: float = 5.0,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
+                 credentials: Credentials | None = None, max_frame_pixels: int = MAX_FRAME_PIXELS,
                  on_frame=None, on_gap=None):
         self.name = name
         self.url = url
@@ -165,6 +209,8 @@ class CameraSource:
         self.stall_timeout_s = stall_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        self.credentials = credentials
+        self.max_frame_pixels = max_frame_pixels
         self.on_frame = on_frame or (lambda frame: None)
         self.on_gap = on_gap or (lambda reason: None)
         self.live = self.kind != "file" or self.pace  # a live source drops snippets when behind
@@ -175,6 +221,9 @@ class CameraSource:
         self._reason = ""
         self._since = time.time()
         self.frames = 0
+        self.repeated_frames = 0   # read again but not new (a stalled stream handing back its last frame)
+        self.refused_frames = 0    # larger than max_frame_pixels
+        self.skipped_damage = 0    # failed reads inside a file that went on past them
         self.last_frame_ts: float | None = None
         self._epoch: float | None = None   # files: wall-clock time of the first frame (video time 0)
         self.frame_size: tuple[int, int] | None = None
@@ -193,8 +242,8 @@ class CameraSource:
         with self._lock:
             state, reason, since = self._state, self._reason, self._since
             last = self.last_frame_ts
-        if state == STREAMING and last is not None and time.time() - last > self.stall_timeout_s:
-            return STALLED, f"no frame for {time.time() - last:.1f} s", last
+        if state == STREAMING and self.live and last is not None and time.time() - last > self.stall_timeout_s:
+            return STALLED, f"no new frame for {time.time() - last:.1f} s", last
         return state, reason, since
 
     def input_fps(self) -> float:
@@ -224,7 +273,8 @@ class CameraSource:
         backoff = self.backoff_initial_s
         while not self._stop.is_set():
             try:
-                capture = _Capture(self.url, self.transport, self.stall_timeout_s)
+                capture = _Capture(self.url, self.transport, self.stall_timeout_s, self.credentials,
+                                   self.max_frame_pixels)
             except Exception as exc:  # any failure to open is retried: cameras come back
                 reason = redact(str(exc)) if isinstance(exc, SourceError) else f"{self.display}: {redact(str(exc))}"
                 self._set_state(RECONNECTING, reason)
@@ -241,39 +291,73 @@ class CameraSource:
                 capture.release()
             if self._stop.is_set():
                 break
-            if outcome == "ended":
-                self._set_state(ENDED, "end of file")
-                log.info("%s: end of file after %d frames", self.name, self.frames)
-                break
             if outcome == "looped":
                 self.on_gap("file looped")  # a snippet does not stitch the end to the start
                 log.debug("%s: looped after %d frames", self.name, self.frames)
                 continue
-            if outcome == "delivered":
+            if outcome.startswith("ended"):
+                why = outcome[len("ended"):].strip(" :")
+                self._set_state(ENDED, f"end of file {why}" if why else "end of file")
+                if why:
+                    log.warning("%s: end of file %s", self.name, why)
+                else:
+                    log.info("%s: end of file after %d frames", self.name, self.frames)
+                break
+            if outcome in ("delivered", "stalled"):
                 backoff = self.backoff_initial_s  # it worked for a while: start the backoff again
+            state = RECONNECTING
+            if outcome == "stalled":
+                state, outcome = STALLED, f"no new frame for {self.stall_timeout_s:g} s (stream stalled)"
+            elif outcome == "delivered":
                 outcome = "stream ended" if self.kind != "file" else "end of file"
             self.on_gap(outcome)
-            self._set_state(RECONNECTING, outcome)
+            self._set_state(state, outcome)
             log.warning("%s: %s; reopening in %.1f s", self.name, outcome, backoff)
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, self.backoff_max_s)
 
     def _read_all(self, capture: _Capture) -> str:
-        """Read until the source ends or fails: 'ended' (a file, not looped), 'delivered' (some
-        frames came, then none), or the reason nothing came."""
+        """Read until the source ends or fails: 'ended[: why]' (a file, not looped), 'looped',
+        'stalled' (no new frame for the stall timeout), 'delivered' (some frames came, then
+        none), or the reason nothing came."""
         fps = self.fps_override or capture.fps or 25.0
         period = 1.0 / fps
         delivered = 0
+        failures = 0
         next_due = time.monotonic()
+        liveness = Liveness() if self.kind in ("stream", "device") else None
+        last_new = time.monotonic()
         while not self._stop.is_set():
             ok, image = capture.read()
             if not ok or image is None:
+                if self.kind == "file" and delivered and failures < FILE_READ_RETRIES:
+                    failures += 1  # damaged data: the next read may go on past it
+                    continue
                 if self.kind in ("file", "synthetic") and delivered:  # a recording (or a timed synthetic) ends
                     if not self.loop:
-                        return "ended"
+                        short = capture.frame_count and delivered < capture.frame_count - 1
+                        return (f"ended: after {delivered} of {capture.frame_count} frames (the file is truncated or "
+                                f"damaged)") if short else "ended"
                     return "looped"
+                if self.kind == "stream" and delivered and time.monotonic() - last_new >= 0.8 * self.stall_timeout_s:
+                    return "stalled"  # the read timed out: the stream is open but sends nothing
                 return "delivered" if delivered else "opened but no frame came"
+            if failures:
+                self.skipped_damage += failures
+                log.warning("%s: damaged data in %s: %d unreadable frames skipped", self.name, self.display, failures)
+                self.on_gap("damaged data skipped")  # a snippet does not stitch across the damage
+                failures = 0
+            if liveness is not None and not liveness.fresh(*capture.position(), image):
+                self.repeated_frames += 1  # the last frame handed back again: not scored
+                if time.monotonic() - last_new > self.stall_timeout_s:
+                    return "stalled"
+                continue
+            last_new = time.monotonic()
+            if image.shape[0] * image.shape[1] > self.max_frame_pixels:
+                self.refused_frames += 1
+                return (f"a frame of {image.shape[1]}x{image.shape[0]} exceeds the limit of {self.max_frame_pixels} "
+                        f"pixels (max_frame_pixels)")
             if self.pace:
                 delay = next_due - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
