@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 import statistics
 import threading
 import time
@@ -29,10 +30,14 @@ from monitor.model.manifest import BundleError
 from monitor.video.preprocess import Geometry, Preprocessor
 from monitor.messages.publisher import Publisher, iso
 from monitor.video.snippets import RawSnippet, SnippetAssembler
+from monitor.redaction import redact
 from monitor.video.credentials import Credentials
 from monitor.video.sources import ENDED, RECONNECTING, STALLED, STREAMING, CameraSource
 
 log = logging.getLogger("monitor.engine")
+# A camera whose graphs give NaN or infinite features or scores: nothing of it is alerted on
+# until finite scores come back; the other cameras are not touched.
+FAULTY = "faulty"
 
 
 # ----------------------------------------------------------------------------- sliding window
@@ -172,6 +177,9 @@ class CameraState:
     latencies: deque = field(default_factory=lambda: deque(maxlen=32))   # ms
     down_reported: bool = False
     flushed: bool = False
+    fault: str = ""                 # why the camera is faulty ("" when it is not)
+    fault_since: float = 0.0
+    faulty_snippets: int = 0        # snippets whose features or score were not finite
 
     @property
     def name(self) -> str:
@@ -395,12 +403,16 @@ class Engine:
             fused = self._run(self.bundle.backbone, crop_clips).reshape(n, c, -1)
             parts = [None] * n
         t2 = time.perf_counter()
-        steps = []
+        steps, kept = [], []
         for (cam, snippet), f, features in zip(batch, fused, parts):
+            if not np.isfinite(f).all():  # kept out of the window, which it would poison for W snippets
+                self._set_fault(cam, f"snippet {snippet.index}: the backbone or spatial graph gave non-finite features")
+                continue
             info = SnippetInfo(snippet.index, snippet.first_frame, snippet.last_frame, snippet.first_ts, snippet.last_ts,
                                snippet.first_position, snippet.last_position)
             keyframe = snippet.keyframe.copy() if cam.policy.snapshot_dir else None
             steps.append(cam.window.push(f, Reported(info, keyframe, snippet.received, features)))
+            kept.append((cam, snippet))
         scores = score_windows(lambda w: self._run(self.bundle.scores, w), [step.window for step in steps])
         t3 = time.perf_counter()
         for key, dt in (("preprocess", t1 - t0), ("backbone+spatial", t2 - t1), ("temporal", t3 - t2)):
@@ -409,7 +421,7 @@ class Engine:
         self.shared_batches += len({id(cam) for cam, _ in batch}) > 1
         self.snippets_scored += n
         self.batch_sizes.append(n)
-        for (cam, _), step, s in zip(batch, steps, scores):
+        for (cam, _), step, s in zip(kept, steps, scores):
             for reported, raw in cam.window.report(step, s):
                 self._report(cam, reported, raw, step)
 
@@ -421,8 +433,28 @@ class Engine:
         for reported, raw in cam.window.flush():
             self._report(cam, reported, raw, step)
 
+    def _set_fault(self, cam: CameraState, why: str) -> None:
+        cam.faulty_snippets += 1
+        if not cam.fault:
+            cam.fault_since = time.time()
+            log.error("%s: faulty: %s; not alerting on it until its scores are finite again", cam.name, why)
+        cam.fault = why
+
+    def camera_state(self, cam: CameraState) -> tuple[str, str, float]:
+        """The source's (state, reason, since), or faulty while the graphs give it non-finite values."""
+        state = cam.source.state()
+        if cam.fault and state[0] == STREAMING:
+            return FAULTY, cam.fault, cam.fault_since
+        return state
+
     def _report(self, cam: CameraState, reported: Reported, raw: float, step: WindowStep | None = None) -> None:
         info = reported.info
+        if not math.isfinite(raw):
+            self._set_fault(cam, f"snippet {info.index}: the temporal graph gave a score of {raw}")
+            return
+        if cam.fault:
+            log.info("%s: scores are finite again (%d faulty snippets)", cam.name, cam.faulty_snippets)
+            cam.fault = ""
         where = None
         if cam.locator is not None:
             cam.locator.seen(_context(reported, step))
@@ -475,8 +507,8 @@ class Engine:
         debounce = self.config.monitor.camera_debounce_s
         now = time.time()
         for cam in self.cameras:
-            state, reason, since = cam.source.state()
-            if state in (RECONNECTING, STALLED) and not cam.down_reported and now - since >= debounce:
+            state, reason, since = self.camera_state(cam)
+            if state in (RECONNECTING, STALLED, FAULTY) and not cam.down_reported and now - since >= debounce:
                 cam.down_reported = True
                 log.warning("%s: camera down (%s: %s)", cam.name, state, reason)
                 self.publisher.publish(f"camera.{cam.name}", {"event": "down", "state": state, "reason": reason,
@@ -495,7 +527,7 @@ class Engine:
             queues = {c.name: (len(c.pending), c.dropped) for c in self.cameras}
         frames_per_snippet = self.geometry.snippet_length * self.config.engine.frame_stride
         for cam in self.cameras:
-            state, reason, _ = cam.source.state()
+            state, reason, _ = self.camera_state(cam)
             latencies = list(cam.latencies)
             queue, dropped = queues[cam.name]
             rate = cam.snippets_per_s(now)
@@ -509,6 +541,8 @@ class Engine:
                 "queue": queue, "dropped_snippets": dropped,
                 "score": None if cam.policy.score is None else round(cam.policy.score, 6), "threshold": cam.policy.on,
                 "in_alert": cam.policy.in_alert, "alerts": cam.policy.count, "source": cam.source.display,
+                "reason": redact(reason) if state != STREAMING else "", "faulty_snippets": cam.faulty_snippets,
+                "repeated_frames": cam.source.repeated_frames, "refused_frames": cam.source.refused_frames,
             })
         return {
             "uptime_s": round(now - self.started, 1),

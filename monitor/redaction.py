@@ -31,4 +31,11 @@ def redact(text) -> str:
     if text is None:
         return ""
     text = _USERINFO.sub(lambda m: m.group(1) + MASK + "@", str(text))
-    return _SECRET_PARAM.sub(lambda m: m.group(1) + m.group(2) + (MASK if m.group(3) else ""), text)
+    return _SECRET_PARAM.sub(_mask_value, text)
+
+
+def _mask_value(m: re.Match) -> str:
+    value = m.group(3)
+    if not value or value.startswith(MASK):
+        return m.group(0)  # empty, or masked already: redacting twice changes nothing
+    return m.group(1) + m.group(2) + MASK

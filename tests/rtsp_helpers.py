@@ -28,10 +28,12 @@ needs_gst_rtsp = pytest.mark.skipif(not have_gst_rtsp(), reason="GStreamer RTSP 
                                     "gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-good) not installed")
 
 
-def rtsp_server(workdir, port: int, name: str, size: str = "128x96", pattern: str = "ball") -> Process:
-    """Start the server at rtsp://127.0.0.1:PORT/test and wait until it listens."""
-    server = Process([str(ROOT / "tests" / "live_rtsp_server.py"), str(port), pattern, size], workdir, name,
-                     python=SYSTEM_PYTHON)
+def rtsp_server(workdir, port: int, name: str, size: str = "128x96", pattern: str = "ball",
+                login: str | None = None) -> Process:
+    """Start the server at rtsp://127.0.0.1:PORT/test and wait until it listens; with
+    login "USER:PASSWORD" only that user may play it."""
+    args = [str(ROOT / "tests" / "live_rtsp_server.py"), str(port), pattern, size] + ([login] if login else [])
+    server = Process(args, workdir, name, python=SYSTEM_PYTHON)
     deadline = time.monotonic() + 60
     while "ready" not in server.stdout():
         if server.proc.poll() is not None or time.monotonic() > deadline:
