@@ -54,7 +54,7 @@ def test_a_synthetic_recording_scored_unpaced_alerts_once_per_anomaly_at_its_pla
 [publish]
 endpoint = "{ep}"
 [log]
-events = "{tmp_path / 'events.jsonl'}"
+events = "{tmp_path / 'events.db'}"
 [alerts]
 cooldown_s = 20.0
 [[cameras]]
@@ -63,7 +63,7 @@ url = "{video}"
 """)
     proc = monitor(tmp_path, "--config", str(config), "--no-dashboard")
     assert proc.wait(300) == 0, proc.stderr()
-    ends = [e for e in read_events(tmp_path / "events.jsonl") if e["event"] == "end"]
+    ends = [e for e in read_events(tmp_path / "events.db") if e["event"] == "end"]
 
     # One alert per anomaly: each overlaps its anomaly's frames (allowing the snippet after it).
     assert len(ends) == len(anomalies), [e["frames"] for e in ends]
