@@ -56,7 +56,7 @@ path = "{bundle}"
 [publish]
 endpoint = "{ep}"
 [log]
-events = "{tmp_path / 'events.jsonl'}"
+events = "{tmp_path / 'events.db'}"
 [[cameras]]
 name = "gate"
 url = "rtsp://127.0.0.1:{port}/test"

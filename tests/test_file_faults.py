@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 from tests.factories import BRIGHT, DARK, cached_bundle, write_video
 from tests.graph_faults import nan_above_brightness
-from tests.live_helpers import Subscriber, endpoint, monitor, write_config
+from tests.live_helpers import ROOT, Subscriber, endpoint, monitor, write_config
 
 pytestmark = pytest.mark.slow
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (the command) not installed")
@@ -64,7 +65,7 @@ path = "{cached_bundle()}"
 [publish]
 endpoint = "{ep}"
 [log]
-events = "{tmp_path / 'events.jsonl'}"
+events = "{tmp_path / 'events.db'}"
 """ + _camera("cut", cut) + _camera("flipped", flipped) + _camera("headless", headless) + _camera("late", late))
     sub = Subscriber(ep)
     proc = monitor(tmp_path, "--config", str(config), "--no-dashboard")
@@ -107,7 +108,7 @@ def test_a_graph_giving_nan_for_one_camera_marks_it_faulty_and_the_other_still_a
     white = write_video(tmp_path / "white.avi", [(200, 255)])             # brightness ~0.97: NaN features
     door = write_video(tmp_path / "door.avi", [(64, DARK), (64, BRIGHT), (72, DARK)])  # ~0.8 at most: finite
     ep = endpoint()
-    events = tmp_path / "events.jsonl"
+    events = tmp_path / "events.db"
     config = write_config(tmp_path / "nan.toml", f"""
 [monitor]
 id = "nan"
@@ -150,6 +151,8 @@ pace = true
     assert not sub.of("score.white") and not sub.of("alert.white")   # nothing of it scored or alerted
     assert not any(c["state"] == "faulty" for m in sub.of("status") for c in m["cameras"] if c["camera"] == "door")
     assert len(sub.of("score.door")) >= 10
-    stored = [json.loads(line) for line in events.read_text().splitlines()] if events.exists() else None
-    if stored is not None:  # the JSONL event log; an event store keeps its own tests
-        assert {e["camera"] for e in stored} == {"door"}
+    listed = subprocess.run([sys.executable, str(ROOT / "run_monitor.py"), "events", "--db", str(events), "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    stored = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert stored and {e["camera"] for e in stored} == {"door"}
