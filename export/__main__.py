@@ -26,6 +26,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="default alert threshold")
     p.add_argument("--min-snippets", type=int, default=1,
                    help="default minimum alert duration: consecutive snippets at or above the threshold")
+    p.add_argument("--training-data", default="", metavar="TEXT",
+                   help="what footage the model was trained on, recorded in the manifest (e.g. 'ShanghaiTech'; "
+                        "'synthetic' marks a model of the synthetic camera only, which the monitor warns about "
+                        "on real cameras)")
     g = p.add_argument_group("preprocessing recorded with the backbone")
     g.add_argument("--resize", choices=RESIZE_MODES, default="fast",
                    help="resize mode the live monitor uses (default fast; extraction defaults to reference)")
@@ -74,7 +78,7 @@ def main(argv=None) -> int:
                                     feature_size=backbone.feature_size if backbone is not None else None,
                                     preprocessing=preprocessing, source=source,
                                     window=args.window, threshold=args.threshold,
-                                    min_snippets=args.min_snippets)
+                                    min_snippets=args.min_snippets, training_data=args.training_data)
     except (CheckpointError, I3DError, GeometryError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2

@@ -35,9 +35,10 @@ def write_bundle(out: str | Path, model: SSRL | None = None, *, graphs: dict[str
                  stage: int | None = None, crops: int | None = None, feature_size: int | None = None,
                  preprocessing: dict | None = None, source: dict | None = None,
                  window: int = DEFAULT_WINDOW, threshold: float = DEFAULT_THRESHOLD,
-                 min_snippets: int = 1) -> Manifest:
+                 min_snippets: int = 1, training_data: str = "") -> Manifest:
     """Export the head of `model` (if given) into `out`, add any extra `graphs` already written
-    there (the backbone), and write manifest.json."""
+    there (the backbone), and write manifest.json. `training_data`: what footage the model
+    learnt from, in words ("synthetic" for the synthetic camera's only; "" when unknown)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     all_graphs = dict(graphs or {})
@@ -51,7 +52,7 @@ def write_bundle(out: str | Path, model: SSRL | None = None, *, graphs: dict[str
     manifest = Manifest(
         stage=stage, grids=grids, crops=crops, feature_size=feature_size, graphs=all_graphs,
         snippet_length=SNIPPET_LENGTH, window=window, threshold=threshold, min_snippets=min_snippets,
-        preprocessing=preprocessing or {}, producer=f"ssrl-monitor {__version__}",
+        preprocessing=preprocessing or {}, training_data=training_data, producer=f"ssrl-monitor {__version__}",
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         source={**(source or {}), "sha256": {g.file: sha256(out / g.file) for g in all_graphs.values()}},
     )

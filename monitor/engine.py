@@ -32,7 +32,7 @@ from monitor.messages.publisher import Publisher, iso
 from monitor.video.snippets import RawSnippet, SnippetAssembler
 from monitor.redaction import redact
 from monitor.video.credentials import Credentials
-from monitor.video.sources import ENDED, RECONNECTING, STALLED, STREAMING, CameraSource
+from monitor.video.sources import ENDED, RECONNECTING, STALLED, STREAMING, CameraSource, kind_of
 
 log = logging.getLogger("monitor.engine")
 # A camera whose graphs give NaN or infinite features or scores: nothing of it is alerted on
@@ -151,6 +151,16 @@ def _context(reported, step: WindowStep | None) -> SnippetContext | None:
     return None if position is None else SnippetContext(step.window, position, *reported.features)
 
 
+def synthetic_model_warning(manifest, name: str, cameras) -> str | None:
+    """What to tell the operator when a model trained on synthetic footage only (the demo)
+    watches a source that is not the synthetic camera; None otherwise."""
+    real = [c.name for c in cameras if kind_of(c.url) != "synthetic"]
+    if not manifest.synthetic_only or not real:
+        return None
+    return (f"model {name} was trained on synthetic footage only: its scores on {', '.join(real)} "
+            f"are not meaningful; expect false alerts")
+
+
 # ----------------------------------------------------------------------------- cameras
 
 @dataclass
@@ -214,6 +224,7 @@ class Engine:
         self.lookahead = config.model.lookahead
         SlidingWindow(self.window, self.lookahead)  # refuse a bad window / look-ahead now
         self.model_info = {"name": str(m.source.get("name") or bundle.path.name), "stage": m.stage}
+        self.model_warning = synthetic_model_warning(m, self.model_info["name"], config.cameras)
         self.started = time.time()
         self.alerts_today = 0
         self._today = _dt.datetime.now(_dt.timezone.utc).date()
@@ -253,7 +264,7 @@ class Engine:
         return {
             "monitor": self.publisher.monitor_id, "endpoint": self.publisher.endpoint,
             "model": {**self.model_info, "providers": self.bundle.providers, "window": self.window,
-                      "lookahead": self.lookahead, "path": str(self.bundle.path)},
+                      "warning": self.model_warning, "lookahead": self.lookahead, "path": str(self.bundle.path)},
             "status_interval": self.config.monitor.status_interval,
             "cameras": [{"camera": c.name, "source": c.source.display, "threshold": c.policy.on,
                          "off_threshold": c.policy.off} for c in self.cameras],
@@ -540,13 +551,15 @@ class Engine:
                 "latency_ms": round(statistics.median(latencies), 1) if latencies else None,
                 "queue": queue, "dropped_snippets": dropped,
                 "score": None if cam.policy.score is None else round(cam.policy.score, 6), "threshold": cam.policy.on,
-                "in_alert": cam.policy.in_alert, "alerts": cam.policy.count, "source": cam.source.display,
+                "in_alert": cam.policy.in_alert, "cooldown_s": round(cam.policy.cooldown_left, 1),
+                "alerts": cam.policy.count, "source": cam.source.display,
                 "reason": redact(reason) if state != STREAMING else "", "faulty_snippets": cam.faulty_snippets,
                 "repeated_frames": cam.source.repeated_frames, "refused_frames": cam.source.refused_frames,
             })
         return {
             "uptime_s": round(now - self.started, 1),
-            "model": {**self.model_info, "providers": self.bundle.providers, "window": self.window},
+            "model": {**self.model_info, "providers": self.bundle.providers, "window": self.window,
+                      "training_data": self.bundle.manifest.training_data or None, "warning": self.model_warning},
             "dropped_messages": self.publisher.dropped, "alerts_today": self.alerts_today, "cameras": cameras,
             "faults": self.faults(),
             "engine": {"batches": self.batches, "shared_batches": self.shared_batches, "snippets": self.snippets_scored,

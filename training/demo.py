@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.model.manifest import SYNTHETIC_TRAINING
 from monitor.video.preprocess import Geometry
 from monitor.video.synthetic import SyntheticCamera, SyntheticConfig
 
@@ -397,7 +398,7 @@ def export_bundle(bundle_dir: Path, checkpoint: Path, backbone, source: dict) ->
         old.unlink()
     spec = export_backbone(backbone, bundle_dir, GEOMETRY, backbone.feature_size)
     write_bundle(bundle_dir, model, graphs={"backbone": spec}, preprocessing=GEOMETRY.to_dict(),
-                 window=WINDOW, source=source)
+                 window=WINDOW, source=source, training_data=SYNTHETIC_TRAINING)  # the synthetic camera only
 
 
 def set_alert_policy(bundle_dir: Path, threshold: float, min_snippets: int) -> None:

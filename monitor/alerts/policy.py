@@ -60,6 +60,7 @@ class AlertPolicy:
         self._alert_id = ""
         self._snapshot: str | None = None
         self._ended_ts: float | None = None
+        self._latest_ts: float | None = None  # the last snippet's end, on the source's clock
         self._heat = AlertHeat()
 
     @property
@@ -70,11 +71,19 @@ class AlertPolicy:
     def off(self) -> float:
         return float(self.settings.off)
 
+    @property
+    def cooldown_left(self) -> float:
+        """Seconds of cooldown left as of the latest snippet (the source's clock); 0 when none."""
+        if self.in_alert or self._ended_ts is None or self._latest_ts is None:
+            return 0.0
+        return max(0.0, self.settings.cooldown_s - (self._latest_ts - self._ended_ts))
+
     def update(self, info: SnippetInfo, raw: float, keyframe: np.ndarray | None = None,
                where=None) -> tuple[float, list[dict]]:
         """Feed the score of the next reported snippet -> (score after smoothing, events).
         `where(n)`: the heat of the last n reported snippets, this one included
         (localisation.CameraLocator.where), asked only for snippets that start or extend an alert."""
+        self._latest_ts = info.last_ts
         self._recent.append(float(raw))
         score = float(np.mean(self._recent))
         self.score = score

@@ -200,6 +200,18 @@ def _status_line(topic: str, message: dict) -> None:
     log.info("status: %s", " | ".join(parts) or "no cameras")
 
 
+def _summary(engine, config) -> str:
+    """The last line on the terminal, dashboard or not: alerts raised and where they are kept."""
+    counts = [(c.name, c.policy.count) for c in engine.cameras]
+    total = sum(n for _, n in counts)
+    per = ", ".join(f"{name} {n}" for name, n in counts if n)
+    parts = [f"{total} alert{'s' if total != 1 else ''} raised" + (f" ({per})" if per else ""),
+             f"events in {Path(config.log.events).resolve()}"]
+    if config.log.snapshots:
+        parts.append(f"snapshots in {Path(config.log.snapshots).resolve()}")
+    return "summary: " + "; ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     from monitor.model.bundle import Bundle
     from monitor.config import DEMO_BUNDLE, ConfigError
@@ -260,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     event_log.apply_retention()
     event_log.start_maintenance()
+    if engine.model_warning:
+        log.warning("%s", engine.model_warning)  # once; the status messages and the dashboard repeat it
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -308,6 +322,7 @@ def run(args: argparse.Namespace) -> int:
         event_log.close()
         if dashboard is not None:
             dashboard.stop()
+            handler.setLevel(logging.NOTSET)  # the terminal is back: what follows stays on it
         publisher.close()
         sizes = list(engine.batch_sizes)
         log.info("stopped; %d snippets in %d batches (mean %.2f, max %d snippets per batch, %d shared by "
@@ -315,6 +330,7 @@ def run(args: argparse.Namespace) -> int:
                  sum(sizes) / len(sizes) if sizes else 0.0, max(sizes) if sizes else 0, engine.shared_batches,
                  sum(c.dropped for c in engine.cameras), event_log.written, config.log.events,
                  f" ({event_log.not_stored} could not be stored when published)" if event_log.not_stored else "")
+        log.info("%s", _summary(engine, config))
     if not clean:
         # A reader is stuck in a blocking read of a dead stream: everything is flushed, and
         # waiting for it (or letting the interpreter tear it down) could hang or abort.

@@ -217,7 +217,7 @@ def attach_dashboard(publisher: Any, info: Any = None, *, console: Console | Non
     """Show the dashboard inside the monitor, fed by `publisher.add_listener(callback(topic, msg))`.
 
     `info` (a mapping or an object; every key optional) seeds the header until the first
-    `status` heartbeat: `monitor` (id), `model` (name, or {name, stage, providers}), `stage`,
+    `status` heartbeat: `monitor` (id), `model` (name, or {name, stage, providers, warning}), `stage`,
     `providers`, `cameras` (names, or mappings with `camera`), `endpoint` (where the PUB socket
     listens), `status_interval` (the heartbeat period; staleness waits for two missed ones),
     `on_quit` or `stop` (called on `q`; default: SIGINT to this process, the monitor's Ctrl-C path).
@@ -229,8 +229,9 @@ def attach_dashboard(publisher: Any, info: Any = None, *, console: Console | Non
     model = _get(info, "model")
     if isinstance(model, Mapping):
         name, stage, providers = model.get("name", ""), model.get("stage"), model.get("providers", ())
+        warning = model.get("warning") or ""
     else:
-        name, stage, providers = model or "", None, ()
+        name, stage, providers, warning = model or "", None, (), ""
     stage = _get(info, "stage", stage)
     providers = _get(info, "providers", providers) or ()
     cameras = []
@@ -248,7 +249,8 @@ def attach_dashboard(publisher: Any, info: Any = None, *, console: Console | Non
     state = DashboardState(stale_after=stale_after, history_s=history_s,
                            feed=f"this monitor{', publishing on ' + str(endpoint) if endpoint else ''}")
     state.announce(monitor=str(_get(info, "monitor", "") or ""), model=str(name or ""),
-                   stage=stage, providers=tuple(str(p) for p in providers), cameras=cameras)
+                   stage=stage, providers=tuple(str(p) for p in providers), cameras=cameras,
+                   warning=str(warning))
 
     inbox: deque = deque(maxlen=INBOX_LIMIT)
     handle = DashboardHandle(publisher, None, state)

@@ -27,6 +27,8 @@ NEAR = 0.75                   # a score above NEAR * threshold is shown as "gett
 OK_STYLE, NEAR_STYLE, HOT_STYLE = "green", "yellow", "bold red"
 STATE_STYLES = {"streaming": "green", "reconnecting": "yellow", "stalled": "bold red",
                 "starting": "dim", "ended": "dim"}
+COOLDOWN_STYLE = "cyan"
+WARNING_STYLE = "bold black on yellow"
 
 
 
@@ -116,6 +118,15 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def fmt_coarse(seconds: float) -> str:
+    """A countdown in its largest unit, rounded up, to fit a narrow column: `7s`, `10m`, `2h`."""
+    s = math.ceil(max(0.0, seconds))
+    for unit, size in (("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{math.ceil(s / size)}{unit}"
+    return f"{s}s"
+
+
 def fmt_span(seconds: float) -> str:
     """The sparkline's window for its column title: `5 min`, `90 s`, `2 h`."""
     s = int(seconds)
@@ -159,6 +170,9 @@ def camera_sort_key(cam: CameraView):
 def state_text(cam: CameraView) -> Text:
     if cam.quiet_for_s is not None:
         return Text(f"stale {fmt_duration(cam.quiet_for_s)}", style="bold yellow")
+    if cam.state == "streaming" and not cam.in_alert and cam.cooldown_s > 0:
+        # Scoring, but no new alert may start yet: say so rather than pass for armed.
+        return Text(f"cooldown {fmt_coarse(cam.cooldown_s)}", style=COOLDOWN_STYLE)
     return Text(cam.state or "?", style=STATE_STYLES.get(cam.state, ""))
 
 
@@ -310,6 +324,10 @@ def header(snap: DashboardSnapshot, width: int) -> list[Text]:
     if snap.feed:
         line2.append_text(Text.assemble("  feed ", (redact(snap.feed), "dim")))
     parts = [_fit(line1, width), _fit(line2, width)]
+    for m in snap.monitors:
+        if m.warning:   # e.g. a model trained on synthetic footage watching real cameras
+            who = f"{redact(m.monitor)}: " if len(snap.monitors) > 1 else ""
+            parts.append(_fit(Text(f" ⚠ {who}{redact(m.warning)} ", style=WARNING_STYLE), width))
     banner = feed_banner(snap, width)
     if banner is not None:
         parts.append(banner)

@@ -49,6 +49,7 @@ class CameraView:
     alerts: int
     history: np.ndarray              # [n, 2] float: (age in seconds, score), oldest first
     quiet_for_s: float | None        # seconds since anything was heard about it, when stale
+    cooldown_s: float = 0.0          # seconds before a new alert may start (from `status`)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class MonitorView:
     alerts_today: int
     quiet_for_s: float | None
     faults: tuple[tuple[str, str], ...] = ()  # (kind, message) from `status`, e.g. ("event_log", "cannot write ...")
+    warning: str = ""                # the monitor's word about its model (status `model.warning`)
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class _Camera:
     score: float | None = None
     threshold: float | None = None
     alert_since: float | None = None   # None: not in an alert
+    cooldown_s: float = 0.0
     alerts: int = 0
     last_seen: float | None = None
     history: deque = field(default_factory=deque)
@@ -143,6 +146,7 @@ class _Monitor:
     dropped_messages: int = 0
     lost_messages: int = 0
     alerts_today: int = 0
+    warning: str = ""
     last_seq: int | None = None
     last_seen: float | None = None
     faults: tuple[tuple[str, str], ...] = ()
@@ -187,8 +191,10 @@ class DashboardState:
 
     # -- seeding by the embedding monitor (before its first status heartbeat) ------------
     def announce(self, monitor: str = "", model: str = "", stage: int | None = None,
-                 providers: tuple[str, ...] | list[str] = (), cameras: list[str] | tuple[str, ...] = ()) -> None:
+                 providers: tuple[str, ...] | list[str] = (), cameras: list[str] | tuple[str, ...] = (),
+                 warning: str = "") -> None:
         m = self._monitor(monitor)
+        m.warning = m.warning or warning
         m.model = m.model or model
         m.stage = m.stage if m.stage is not None else stage
         m.providers = m.providers or tuple(providers)
@@ -271,6 +277,8 @@ class DashboardState:
         providers = model.get("providers")
         if isinstance(providers, list):
             m.providers = tuple(_str(p) for p in providers)
+        if "warning" in model:
+            m.warning = _str(model.get("warning"))
         m.uptime_s = _num(msg.get("uptime_s"))
         m.uptime_at = now
         m.dropped_messages = _int(msg.get("dropped_messages")) or 0
@@ -301,6 +309,7 @@ class DashboardState:
             if cam.score is None and _num(entry.get("score")) is not None:
                 cam.score = _num(entry.get("score"))  # score messages carry the live value
             self._set_alert(cam, bool(entry.get("in_alert")), now)
+            cam.cooldown_s = _num(entry.get("cooldown_s")) or 0.0
             alerts = _int(entry.get("alerts"))
             if alerts is not None:
                 cam.alerts = alerts
@@ -409,7 +418,7 @@ class DashboardState:
             uptime = None if m.uptime_s is None else m.uptime_s + (now - m.uptime_at)
             monitors.append(MonitorView(m.monitor, m.model, m.stage, m.providers, uptime,
                                         m.dropped_messages, m.lost_messages, m.alerts_today,
-                                        self._quiet(m.last_seen, now), m.faults))
+                                        self._quiet(m.last_seen, now), m.faults, m.warning))
         cameras = []
         for c in self._cameras.values():
             history = np.array(c.history, dtype=np.float64).reshape(-1, 2)
@@ -422,7 +431,7 @@ class DashboardState:
                 (c.monitor, c.name), c.name, c.monitor, c.state, c.source, c.reason, c.input_fps,
                 c.snippets_per_s, c.latency_ms, c.queue, c.dropped_snippets, c.score, c.threshold,
                 c.alert_since is not None, None if c.alert_since is None else now - c.alert_since, c.alerts,
-                history, self._quiet(seen, now)))
+                history, self._quiet(seen, now), c.cooldown_s))
         alerts = []
         for a in reversed(self._alerts.values()):
             duration = a.duration_s + (now - a.received_at if a.active else 0.0)

@@ -12,6 +12,9 @@ MANIFEST_SCHEMA = 1
 SNIPPET_LENGTH = 16
 DEFAULT_WINDOW = 32
 DEFAULT_THRESHOLD = 0.5
+# `training_data` of a bundle trained on the synthetic camera's footage only (the demo): its
+# scores mean nothing on real cameras, and the monitor says so.
+SYNTHETIC_TRAINING = "synthetic"
 
 # Graph input/output names: fixed, so tools written against one bundle work with all.
 SPATIAL_INPUTS = ("crops", "patches")
@@ -55,6 +58,9 @@ class Manifest:
     # with the threshold (a model whose scores spike for one snippet on normal video needs 2).
     min_snippets: int = 1
     preprocessing: dict = field(default_factory=dict)
+    # What footage the model was trained on, in words ("synthetic": the synthetic camera's
+    # only; e.g. "ShanghaiTech"); "" when the exporter was not told.
+    training_data: str = ""
     producer: str = ""
     created: str = ""
     source: dict = field(default_factory=dict)
@@ -63,6 +69,10 @@ class Manifest:
     @property
     def patches(self) -> list[int]:
         return patch_counts(self.grids)
+
+    @property
+    def synthetic_only(self) -> bool:
+        return self.training_data == SYNTHETIC_TRAINING
 
     def to_dict(self) -> dict:
         return {
@@ -79,6 +89,7 @@ class Manifest:
             "threshold": self.threshold,
             "min_snippets": self.min_snippets,
             "preprocessing": self.preprocessing,
+            **({"training_data": self.training_data} if self.training_data else {}),
             "graphs": {name: g.to_dict() for name, g in self.graphs.items()},
             "source": self.source,
         }
@@ -127,6 +138,7 @@ class Manifest:
         window = need("window", int, lambda v: v >= 1, "must be at least 1")
         threshold = need("threshold", (int, float), lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]")
         min_snippets = need("min_snippets", int, lambda v: v >= 1, "must be at least 1") if "min_snippets" in data else 1
+        training_data = need("training_data", str) if "training_data" in data else ""
         raw_graphs = need("graphs", dict)
         graphs = {}
         for name, spec in raw_graphs.items():
@@ -151,5 +163,6 @@ class Manifest:
             raise BundleError(f"{source}: field 'graphs.spatial' present but stage 1 has no patch grids")
         return cls(stage=stage, grids=grids, crops=crops, feature_size=feature_size, graphs=graphs,
                    snippet_length=snippet_length, window=window, threshold=float(threshold), min_snippets=min_snippets,
-                   preprocessing=data.get("preprocessing", {}) or {}, producer=data.get("producer", ""),
+                   preprocessing=data.get("preprocessing", {}) or {}, training_data=training_data,
+                   producer=data.get("producer", ""),
                    created=data.get("created", ""), source=data.get("source", {}) or {}, schema=schema)
