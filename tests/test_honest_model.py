@@ -54,7 +54,7 @@ def _first_status(tmp_path, name: str, *args: str):
     ep = endpoint()
     sub = Subscriber(ep, topics=("status",))
     proc = monitor(tmp_path, "--no-dashboard", "--publish", ep, "--status-interval", "0.5",
-                   "--events", str(tmp_path / f"{name}.jsonl"), *args, name=name)
+                   "--events", str(tmp_path / f"{name}.db"), *args, name=name)
     try:
         status = sub.wait_for(lambda ms: sub.of("status") and sub.of("status")[-1], "a status message", process=proc)
     finally:
@@ -100,7 +100,7 @@ def test_the_dashboard_shows_the_warning_and_a_camera_in_cooldown():
 def test_the_monitor_on_a_terminal_warns_shows_cooldown_and_leaves_a_summary(tmp_path):
     tmux = Tmux(width=150, height=30)
     video = dark_bright_dark(tmp_path / "door.avi", dark=32, bright=48, after=32)
-    events = tmp_path / "events.jsonl"
+    events = tmp_path / "events.db"
     config = tmp_path / "door.toml"
     config.write_text(f"""
 [alerts]
