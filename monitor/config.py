@@ -9,7 +9,8 @@ Layout (every table optional; see configs/*.toml):
     [engine]   max_batch, max_wait_ms, max_pending, frame_stride
     [publish]  endpoint, connect, high_water_mark, scores
     [log]      events, snapshots, retention_days, max_mb
-    [alerts]   on, off, min_snippets, cooldown_s, smoothing
+    [alerts]   on, off, min_snippets, cooldown_s, smoothing,
+               clips, clip_pre_s, clip_post_s, clips_max_mb, clip_width, clip_ring_mb, clip_codec
     [[cameras]] name, url, transport, loop, pace, fps, stall_timeout_s, backoff_initial_s,
                 backoff_max_s, max_frame_pixels, username, password_env, password_file,
                 [cameras.alerts] (the same keys as [alerts], for this camera)
@@ -41,6 +42,17 @@ class AlertSettings:
     min_snippets: int | None = None  # minimum duration: consecutive snippets at or above `on`; None: the bundle's
     cooldown_s: float = 10.0       # after an alert ends, no new one starts for this long
     smoothing: int = 1             # moving mean over this many snippets (1: off)
+    # An MP4 of each alert (monitor.alerts.clips): the folder (None: no clips), seconds before
+    # its start and after its end, the folder's budget (oldest clips removed past it), frames
+    # downscaled to at most this width, the frames held per camera for the seconds before an
+    # alert, and the FourCC. clips, clips_max_mb and clip_codec are the monitor's, not a camera's.
+    clips: str | None = None
+    clip_pre_s: float = 5.0
+    clip_post_s: float = 5.0
+    clips_max_mb: float = 1024.0
+    clip_width: int = 480
+    clip_ring_mb: float = 128.0
+    clip_codec: str = "mp4v"
 
     def resolved(self, threshold: float, min_snippets: int = 1) -> "AlertSettings":
         """Concrete settings: unset keys take the bundle's threshold and minimum duration."""
@@ -177,6 +189,14 @@ _RULES: dict[str, tuple] = {
     "alerts.min_snippets": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
     "alerts.cooldown_s": (lambda v: _number(v) and v >= 0, "must be a number of seconds >= 0"),
     "alerts.smoothing": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1 (snippets; 1 is off)"),
+    "alerts.clips": (lambda v: isinstance(v, str), "must be a directory path (\"\" for none)"),
+    "alerts.clip_pre_s": (lambda v: _number(v) and 0 <= v <= 300, "must be a number of seconds in [0, 300]"),
+    "alerts.clip_post_s": (lambda v: _number(v) and 0 <= v <= 300, "must be a number of seconds in [0, 300]"),
+    "alerts.clips_max_mb": (lambda v: _number(v) and v > 0, "must be a size in MiB > 0"),
+    "alerts.clip_width": (lambda v: _integer(v) and 32 <= v <= 7680, "must be a width in pixels in [32, 7680]"),
+    "alerts.clip_ring_mb": (lambda v: _number(v) and v > 0, "must be a size in MiB > 0"),
+    "alerts.clip_codec": (lambda v: isinstance(v, str) and len(v) == 4 and v.isascii(),
+                          "must be a four-character FourCC such as \"mp4v\" or \"avc1\""),
     "cameras.url": (lambda v: isinstance(v, str) and v.strip(), "must be a non-empty source URL, path or index"),
     "cameras.name": (lambda v: isinstance(v, str) and v and not any(c in v for c in " ./\\"),
                      "must be a non-empty name without spaces, dots or slashes (it becomes a topic)"),
@@ -235,6 +255,9 @@ def _overrides(alerts: AlertSettings, table: dict) -> dict:
     return {k: getattr(alerts, k) for k in table}
 
 
+# [alerts] keys that one folder and one writer serve for every camera.
+MONITOR_WIDE_ALERT_KEYS = ("clips", "clips_max_mb", "clip_codec")
+
 SECTIONS = {"monitor": MonitorSection, "model": ModelSection, "engine": EngineSection,
             "publish": PublishSection, "log": LogSection}
 
@@ -252,6 +275,8 @@ def from_dict(data: dict, source: str = "<config>") -> Config:
         config.log.snapshots = None
     if "alerts" in data:
         config.alerts = _alerts(data["alerts"], "alerts", source)
+        if config.alerts.clips == "":
+            config.alerts.clips = None
     cameras = data.get("cameras", [])
     if not isinstance(cameras, list):
         raise ConfigError(f"{source}: key 'cameras' must be an array of tables ([[cameras]])")
@@ -262,6 +287,10 @@ def from_dict(data: dict, source: str = "<config>") -> Config:
         # [cameras.alerts] is a table of its own, checked as [alerts] is.
         camera = _fill(CameraConfig, {k: v for k, v in table.items() if k != "alerts"}, where, "cameras", source)
         if "alerts" in table:
+            monitor_wide = [k for k in MONITOR_WIDE_ALERT_KEYS if isinstance(table["alerts"], dict) and k in table["alerts"]]
+            if monitor_wide:
+                raise ConfigError(f"{source}: key '{where}.alerts.{monitor_wide[0]}': set for the whole monitor, "
+                                  f"in [alerts], not per camera")
             camera.alerts = _overrides(_alerts(table["alerts"], f"{where}.alerts", source), table["alerts"])
         _check_credentials(camera, f"{source}: key '{where}", table)
         if camera.backoff_max_s < camera.backoff_initial_s:

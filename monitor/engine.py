@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
+from monitor.alerts.clips import CameraClips, ClipWriter, clip_settings
 from monitor.alerts.localisation import CameraLocator, Localiser, SnippetContext
 from monitor.alerts.policy import AlertPolicy, SnippetInfo
 from monitor.model.bundle import Bundle
@@ -181,6 +182,7 @@ class CameraState:
     window: SlidingWindow
     policy: AlertPolicy
     locator: CameraLocator | None = None
+    clips: CameraClips | None = None
     pending: deque = field(default_factory=deque)
     dropped: int = 0
     scored: deque = field(default_factory=lambda: deque(maxlen=64))      # publish times
@@ -239,6 +241,7 @@ class Engine:
         self.shared_batches = 0  # batches that held snippets of more than one camera
         self.seconds: dict[str, float] = {}  # time spent per part of scoring, for benchmarks
         self.batch_sizes: deque = deque(maxlen=256)
+        self.clip_writer = ClipWriter.for_config(config.alerts)  # None without [alerts] clips
         self.cameras: list[CameraState] = [self._camera(c) for c in config.cameras]
 
     def _camera(self, c: CameraConfig) -> CameraState:
@@ -254,6 +257,8 @@ class Engine:
         state = CameraState(c, source, assembler, SlidingWindow(self.window, self.lookahead), policy)
         if self.localiser.available:  # it keeps the snippets an alert's start may need
             state.locator = CameraLocator(self.localiser, policy.settings.min_snippets)
+        if self.clip_writer is not None:
+            state.clips = CameraClips(c.name, clip_settings(settings), self.clip_writer)
         source.on_frame = lambda frame, s=state: self._on_frame(s, frame)
         source.on_gap = lambda reason, s=state: s.assembler.reset()
         return state
@@ -272,6 +277,8 @@ class Engine:
 
     # ------------------------------------------------------------------ reader side
     def _on_frame(self, cam: CameraState, frame) -> None:
+        if cam.clips is not None:
+            cam.clips.push(frame.index, frame.ts, frame.image)
         snippet = cam.assembler.push(frame)
         if snippet is None:
             return
@@ -327,10 +334,14 @@ class Engine:
         return not any(t.is_alive() for t in self._threads) and not any(c.source.alive for c in self.cameras)
 
     def close_alerts(self) -> None:
-        """End open alerts (logged and published) as the monitor stops."""
+        """End open alerts (logged and published) and finish their clips as the monitor stops."""
         for cam in self.cameras:
             for event in cam.policy.close("shutdown"):
                 self._publish_alert(cam, event)
+            if cam.clips is not None:
+                cam.clips.finish_all()
+        if self.clip_writer is not None and not self.clip_writer.close():
+            log.warning("clips: the writer did not finish in time; the last clip may be cut short")
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once every source has ended (files not looped) and everything is scored."""
@@ -443,6 +454,8 @@ class Engine:
         step = cam.window.last_step
         for reported, raw in cam.window.flush():
             self._report(cam, reported, raw, step)
+        if cam.clips is not None:
+            cam.clips.finish_all()  # its source ended: no more frames will come after an alert
 
     def _set_fault(self, cam: CameraState, why: str) -> None:
         cam.faulty_snippets += 1
@@ -486,6 +499,7 @@ class Engine:
             self._publish_alert(cam, event)
 
     def _publish_alert(self, cam: CameraState, event: dict) -> None:
+        event["clip"] = cam.clips.on_alert(event) if cam.clips is not None else None
         if event["event"] == "start":
             today = _dt.datetime.now(_dt.timezone.utc).date()
             if today != self._today:

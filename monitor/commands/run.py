@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                         "name; give each monitor on one host its own)")
     p.add_argument("--events", metavar="FILE", help="alert event store (SQLite; default events.db)")
     p.add_argument("--snapshots", help="directory for a JPEG of each alert's first snippet")
+    p.add_argument("--clips", metavar="DIR", help="directory for an MP4 of each alert, a few seconds either side "
+                                                 "(config [alerts] clips, clip_pre_s, clip_post_s, clips_max_mb)")
     p.add_argument("--threshold", type=float, help="alert on level (default: the bundle's)")
     p.add_argument("--off-threshold", type=float, help="alert off level (default: on - 0.1)")
     p.add_argument("--window", type=int, help="snippets in the temporal window (default: the bundle's)")
@@ -118,6 +120,8 @@ def build_config(args: argparse.Namespace):
         config.log.events = args.events
     if args.snapshots:
         config.log.snapshots = args.snapshots
+    if args.clips:
+        config.alerts.clips = args.clips
     if args.threshold is not None:
         config.alerts.on = args.threshold
     if args.off_threshold is not None:
@@ -209,6 +213,8 @@ def _summary(engine, config) -> str:
              f"events in {Path(config.log.events).resolve()}"]
     if config.log.snapshots:
         parts.append(f"snapshots in {Path(config.log.snapshots).resolve()}")
+    if config.alerts.clips:
+        parts.append(f"clips in {Path(config.alerts.clips).resolve()}")
     return "summary: " + "; ".join(parts)
 
 
