@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from monitor.errors import add_debug_flag, guarded
 from monitor.model.manifest import DEFAULT_THRESHOLD, DEFAULT_WINDOW
 from monitor.video.preprocess import RESIZE_MODES, Geometry, GeometryError
 
@@ -36,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--frame-size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), default=list(DEFAULTS.frame_size))
     g.add_argument("--crop-size", type=int, default=DEFAULTS.crop_size)
     g.add_argument("--patch-size", type=int, default=DEFAULTS.patch_size)
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
@@ -90,4 +92,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded(main))

@@ -2,21 +2,13 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 from pathlib import Path
 
 from export.onnx_graphs import export_spatial, export_temporal
 from monitor import __version__
+from monitor.model.integrity import sha256  # the digest the monitor checks at load
 from monitor.model.manifest import DEFAULT_THRESHOLD, DEFAULT_WINDOW, SNIPPET_LENGTH, GraphSpec, Manifest
 from training.ssrl import SSRL
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def head_graphs(model: SSRL, out: Path) -> dict[str, GraphSpec]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from monitor.errors import DEBUG_FLAG, add_debug_flag, guarded
 from pathlib import Path
 
 # name -> module under monitor.commands; `run` is the default when no subcommand is given.
@@ -38,6 +40,13 @@ def _available() -> dict[str, str]:
     return out
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line naming it (not the whole usage), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def program_name() -> str:
     """What the user typed to start us: `run_monitor.py` from the checkout, `ssrl-monitor` as the
     installed console script, so that usage lines and hints name a command that exists."""
@@ -47,12 +56,19 @@ def program_name() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    return guarded(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    debug = DEBUG_FLAG in argv  # global: before or after the command's name
+    argv = [a for a in argv if a != DEBUG_FLAG]
     prog = program_name()
     if argv and argv[0] in ("-h", "--help"):
         print(f"usage: {prog} [COMMAND] [options]\n\ncommands:")
         for name, text in _available().items():
             print(f"  {name:16s}{text}")
-        print(f"\nwith no command, '{DEFAULT}' runs. '{prog} COMMAND --help' for its options.")
+        print(f"\nwith no command, '{DEFAULT}' runs. '{prog} COMMAND --help' for its options.\n"
+              f"{DEBUG_FLAG}, with any command: on an error, the full traceback instead of one line.")
         return 0
     name = argv.pop(0) if argv and argv[0] in COMMANDS else DEFAULT
     try:
@@ -62,13 +78,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: command '{name}' is not available in this build", file=sys.stderr)
             return 2
         raise
-    parser = argparse.ArgumentParser(prog=f"{prog} {name}", description=getattr(module, "HELP", None))
+    parser = OneLineParser(prog=f"{prog} {name}", description=getattr(module, "HELP", None))
     module.add_arguments(parser)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        return int(module.run(args) or 0)
-    except KeyboardInterrupt:
-        return 130
+    args.debug = debug
+    return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.errors import add_debug_flag, guarded
 from monitor.model.manifest import SYNTHETIC_TRAINING
 from monitor.video.preprocess import Geometry
 from monitor.video.synthetic import SyntheticCamera, SyntheticConfig
@@ -430,6 +431,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2, help="processes rendering and extracting features")
     p.add_argument("--steps", type=int, help="training steps per stage (default: the plan's)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
@@ -514,4 +516,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded(main))

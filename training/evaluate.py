@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.errors import add_debug_flag, guarded
 from training.ssrl import PUBLISHED_GRIDS
 from training.data import (SNIPPET_FRAMES, FeatureReader, FeatureSetError, FeatureSpec, VideoEntry,
                            check_files, read_list)
@@ -198,6 +199,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (checkpoint only)")
     p.add_argument("--scores-out", type=Path, help="write the frame scores [frames] float32 here")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
@@ -227,4 +229,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded(main))

@@ -29,6 +29,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,  # noqa: E402
                            TimeElapsedColumn, TimeRemainingColumn)
 
+from monitor.errors import add_debug_flag, guarded
 from monitor import __version__  # noqa: E402
 from monitor.model.bundle import Bundle  # noqa: E402
 from monitor.model.manifest import BundleError  # noqa: E402
@@ -213,6 +214,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
     p.add_argument("--keep-partial", action="store_true",
                    help="keep the decodable part of a video that stops short of its declared length")
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
@@ -295,4 +297,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded(main))

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from monitor.errors import guarded
 from training.checkpoint import CheckpointError, infer_config, read_state_dict, save_checkpoint
 from training.data import (FeatureReader, FeatureSetError, FeatureSpec, TrainingBatches, VideoPool,
                            check_files, cpu_workers, feature_size_of, hold_out, read_list, split_labels)
@@ -556,4 +557,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded(main))

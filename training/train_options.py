@@ -10,6 +10,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from monitor.errors import add_debug_flag
 from training.data import LAYOUTS
 
 try:
@@ -216,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, nargs="+", type=base, **kw)
         else:
             p.add_argument(flag, type=str if f.name == "labels" else base, **kw)
+    add_debug_flag(p)
     return p
 
 

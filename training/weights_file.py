@@ -3,6 +3,7 @@ tensors (or one wrapped under "state_dict"), the `module.` prefix of DataParalle
 from __future__ import annotations
 
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -21,7 +22,9 @@ def read_tensor_dict(path: str | Path, error: type[Exception], kind: str) -> dic
     if not path.is_file():
         raise error(f"{path}: no such {kind}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own warnings about a bad file: the error below says it
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a bad file
         raise error(f"{path}: not a readable PyTorch weight file ({_why_unreadable(path, exc)})") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

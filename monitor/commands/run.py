@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from monitor.config import LOG_LEVELS, TRANSPORTS
+from monitor.errors import refuse
 
 HELP = "score cameras, streams or files live; publish scores and alerts on ZeroMQ (the default command)"
 log = logging.getLogger("monitor")
@@ -231,9 +232,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = build_config(args)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        refuse(exc, getattr(args, "debug", False))
         return 2
-    handler = _setup_logging(config.monitor.log_level)
+    handler = _setup_logging("debug" if getattr(args, "debug", False) else config.monitor.log_level)
     model_path = config.model_path()
     if model_path == DEMO_BUNDLE and not (DEMO_BUNDLE / "manifest.json").is_file():
         print(f"error: the shipped demo bundle is missing ({DEMO_BUNDLE}): this build has no demo model yet. "
@@ -246,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         bundle = Bundle(model_path, providers=config.model.providers, threads=config.model.threads)
     except (BundleError, ProviderError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        refuse(exc, getattr(args, "debug", False))
         return 2
     # The store first: it hands out the seq numbers, continuing those of earlier runs.
     try:
@@ -265,14 +266,14 @@ def run(args: argparse.Namespace) -> int:
         publisher = Publisher(config.publish.endpoint, config.monitor_id, connect=config.publish.connect,
                               high_water_mark=config.publish.high_water_mark, sequence=sequence)
     except PublishError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        refuse(exc, getattr(args, "debug", False))
         event_log.close()
         return 2
     try:
         engine = Engine(config, bundle, publisher, event_log)
         engine.warm_up()
     except (BundleError, GeometryError, ValueError, StoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        refuse(exc, getattr(args, "debug", False))
         event_log.close()
         publisher.close()
         return 2

@@ -8,6 +8,7 @@ import onnxruntime as ort
 
 from monitor.model.manifest import (BACKBONE_INPUTS, BACKBONE_OUTPUTS, SPATIAL_INPUTS, SPATIAL_OUTPUTS,
                               TEMPORAL_INPUTS, TEMPORAL_OUTPUTS, BundleError, Manifest)
+from monitor.model.integrity import check_graph
 from monitor.model.providers import create_session
 
 EXPECTED_IO = {
@@ -46,6 +47,7 @@ class Bundle:
             file = self.path / spec.file
             if not file.is_file():
                 raise BundleError(f"{source}: field 'graphs.{name}.file' names {spec.file}, which is not in the bundle")
+            check_graph(name, file, self.manifest.source.get("sha256"), source)
             try:
                 session = create_session(str(file), providers, threads)
             except Exception as exc:
