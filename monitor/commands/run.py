@@ -229,6 +229,12 @@ def run(args: argparse.Namespace) -> int:
     from monitor.model.providers import ProviderError
     from monitor.messages.publisher import PublishError, Publisher
 
+    # A signal from here on stops the monitor cleanly (a load or warm-up in progress finishes
+    # first): exit code 0 for SIGTERM (a service manager's stop), 130 for SIGINT (Ctrl-C).
+    stop = threading.Event()
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: (received.append(signum), stop.set()))
     try:
         config = build_config(args)
     except ConfigError as exc:
@@ -282,9 +288,6 @@ def run(args: argparse.Namespace) -> int:
     if engine.model_warning:
         log.warning("%s", engine.model_warning)  # once; the status messages and the dashboard repeat it
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
 
     dashboard = None
     if sys.stdout.isatty() and not args.no_dashboard:
@@ -338,6 +341,8 @@ def run(args: argparse.Namespace) -> int:
                  sum(c.dropped for c in engine.cameras), event_log.written, config.log.events,
                  f" ({event_log.not_stored} could not be stored when published)" if event_log.not_stored else "")
         log.info("%s", _summary(engine, config))
+    if code == 0 and received and received[0] == signal.SIGINT:
+        code = 130
     if not clean:
         # A reader is stuck in a blocking read of a dead stream: everything is flushed, and
         # waiting for it (or letting the interpreter tear it down) could hang or abort.
