@@ -10,6 +10,7 @@ from export.__main__ import main as export_main
 from monitor.model.bundle import Bundle
 from monitor.model.manifest import BundleError, Manifest
 from monitor.model.offline import score_video
+from tests.graph_faults import rehash
 from tests.head_helpers import seeded_features, seeded_model, torch_scores
 from training.checkpoint import save_checkpoint
 
@@ -121,6 +122,9 @@ def test_graph_swapped_for_another_models_is_refused(tmp_path):
     out = export(tmp_path, seeded_model(2, feature_size=64))
     other = export(tmp_path / "other", seeded_model(2, feature_size=32))
     (out / "temporal.onnx").write_bytes((other / "temporal.onnx").read_bytes())
+    with pytest.raises(BundleError, match="temporal graph's SHA-256"):
+        Bundle(out)                      # the manifest's hash sees the swap first
+    rehash(out)                          # and with the hash made to match, the shapes still disagree
     with pytest.raises(BundleError, match="graphs.temporal.inputs.features"):
         Bundle(out)
 
