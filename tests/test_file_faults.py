@@ -54,6 +54,7 @@ def test_truncated_damaged_unreadable_and_late_files_each_handled_while_the_othe
     flipped = flip_middle(h264(tmp_path / "flipped.mp4", faststart=False))
     headless = cut_in_half(h264(tmp_path / "headless.mp4", faststart=False))  # its index was in the lost half
     late = tmp_path / "late.avi"                                          # not there at the start
+    door = write_video(tmp_path / "door.avi", [(64, DARK), (64, BRIGHT), (64, DARK)])  # healthy: one alert
     ep = endpoint()
     config = write_config(tmp_path / "files.toml", f"""
 [monitor]
@@ -66,7 +67,8 @@ path = "{cached_bundle()}"
 endpoint = "{ep}"
 [log]
 events = "{tmp_path / 'events.db'}"
-""" + _camera("cut", cut) + _camera("flipped", flipped) + _camera("headless", headless) + _camera("late", late))
+""" + _camera("cut", cut) + _camera("flipped", flipped) + _camera("headless", headless) + _camera("late", late)
+                          + _camera("door", door))
     sub = Subscriber(ep)
     proc = monitor(tmp_path, "--config", str(config), "--no-dashboard")
     try:
@@ -77,7 +79,7 @@ events = "{tmp_path / 'events.db'}"
         def ended(ms):
             last = sub.of("status")[-1:] or [{"cameras": []}]
             return {c["camera"]: c for c in last[0]["cameras"] if c["state"] == "ended"}
-        sub.wait_for(lambda ms: {"cut", "flipped"} <= set(ended(ms)), "the cut and the flipped file ended",
+        sub.wait_for(lambda ms: {"cut", "flipped", "door"} <= set(ended(ms)), "the cut, flipped and healthy files ended",
                      process=proc)
         write_video(tmp_path / "late.tmp.avi", [(48, DARK)]).rename(late)  # the recording lands
         sub.wait_for(lambda ms: len(sub.of("score.late")) >= 3, "the late file scored", process=proc)
@@ -98,6 +100,8 @@ events = "{tmp_path / 'events.db'}"
     # No index: it never opens; it is reported with a reason and retried, not fatal.
     assert down("headless")[0]["state"] == "reconnecting" and "cannot open" in down("headless")[0]["reason"]
     assert states["headless"]["state"] == "reconnecting"
+    # The healthy camera ran and alerted beside them.
+    assert [m["event"] for m in sub.of("alert.door")] == ["start", "end"]
     # A missing file is retried with backoff and picked up once it appears.
     assert "no such" in down("late")[0]["reason"]
     assert "late" in err and "retrying with backoff while the other cameras run" in err

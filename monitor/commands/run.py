@@ -181,9 +181,18 @@ def _check_sources(config) -> str | None:
     return None
 
 
+class _RedactingFormatter(logging.Formatter):
+    """The last guard: whatever a log line holds (an exception's text, a library's message),
+    credentials go through the one rule before it is written."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from monitor.redaction import redact
+        return redact(super().format(record))
+
+
 def _setup_logging(level: str) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))
