@@ -167,3 +167,16 @@ pace = true
     ids = [m["alert_id"] for m in stored if m["event"] == "start"]
     assert ids == ["door-0", "door-1"]                                   # short, typeable, never reused
     assert [m for m in first + second if m["type"] == "alert"] == stored
+
+
+def test_the_monitor_refuses_an_old_jsonl_log_as_its_store(tmp_path):
+    old = tmp_path / "events.jsonl"
+    old.write_text(json.dumps(alert("box", 0)) + "\n")
+    before = old.read_bytes()
+    proc = monitor(tmp_path, "--model", str(cached_bundle()), "--source", "synthetic://", "--no-dashboard",
+                   "--events", str(old), "--publish", endpoint())
+    assert proc.wait() == 2
+    err = proc.stderr().strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert str(old) in err and "--import" in err
+    assert old.read_bytes() == before  # untouched

@@ -198,3 +198,11 @@ def test_an_old_jsonl_log_is_read_with_its_truncated_line_and_imported_once(tmp_
         assert store.sequence("box-123").first == 4          # a monitor of that id goes on after them
     finally:
         store.close()
+
+
+def test_retention_settings_are_checked_by_name():
+    from monitor import config
+    assert config.from_dict({"log": {"retention_days": 30, "max_mb": 500}}).log.max_mb == 500.0
+    for key, value in (("retention_days", 0), ("max_mb", -1), ("max_mb", "big")):
+        with pytest.raises(config.ConfigError, match=f"'log.{key}'"):
+            config.from_dict({"log": {key: value}}, source="site.toml")

@@ -143,3 +143,30 @@ loop = true
     for t, m, _ in sub.messages[fault_start + 1:fault_end + 1]:
         state.feed(t, m)
     assert "FAULT" not in render_dashboard(state.snapshot(), 160).plain
+
+
+@pytest.mark.slow
+def test_a_store_that_cannot_be_written_at_start_stops_the_monitor_in_one_line(tmp_path, small_disk):
+    """No seq could be promised unique then: refused, exit code 2, no traceback."""
+    fill(small_disk / "filler")
+    proc = monitor(tmp_path, "--model", str(cached_bundle()), "--source", "synthetic://", "--no-dashboard",
+                   "--events", str(small_disk / "events.db"), "--publish", endpoint())
+    assert proc.wait() == 2
+    err = proc.stderr().strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert str(small_disk / "events.db") in err and "full" in err
+
+
+def test_the_dashboard_shows_a_monitor_fault_until_a_status_without_it():
+    state = DashboardState()
+    status = {"schema": 1, "monitor": "box", "camera": None, "ts": "2026-11-24T20:00:00.000Z", "type": "status",
+              "uptime_s": 5.0, "model": {"name": "m", "stage": 2}, "dropped_messages": 0, "alerts_today": 0,
+              "cameras": []}
+    state.feed("status", dict(status, seq=0, faults=[]))
+    assert "FAULT" not in render_dashboard(state.snapshot(), 120).plain
+    state.feed("status", dict(status, seq=1, faults=[{"kind": "event_log", "message": "cannot write /x/events.db: "
+                                                       "database or disk is full"}]))
+    screen = render_dashboard(state.snapshot(), 120).plain
+    assert "FAULT event_log: cannot write /x/events.db: database or disk is full" in screen
+    state.feed("status", dict(status, seq=2, faults=[]))
+    assert "FAULT" not in render_dashboard(state.snapshot(), 120).plain

@@ -15,8 +15,8 @@ COMMON = ("--no-dashboard", "--status-interval", "0.5", "--log-level", "info")
 ENVELOPE = {"schema", "monitor", "seq", "camera", "ts", "type"}
 SCORE_FIELDS = {"snippet", "frames", "time", "score", "raw_score", "threshold", "in_alert", "latency_ms", "lookahead"}
 ALERT_FIELDS = {"event", "alert_id", "score", "peak", "threshold", "off_threshold", "snippets", "frames", "time",
-                "duration_s", "model", "snapshot"}
-STATUS_FIELDS = {"uptime_s", "model", "dropped_messages", "alerts_today", "cameras"}
+                "duration_s", "model", "snapshot", "stored"}
+STATUS_FIELDS = {"uptime_s", "model", "dropped_messages", "alerts_today", "cameras", "faults"}
 STATUS_CAMERA_FIELDS = {"camera", "state", "input_fps", "snippets_per_s", "processing_fps", "latency_ms", "queue", "dropped_snippets",
                         "score", "threshold", "in_alert", "alerts", "source"}
 
@@ -95,6 +95,7 @@ pace = true
     cams = status[-1]["cameras"]
     assert len(cams) == 1 and STATUS_CAMERA_FIELDS <= set(cams[0]) and cams[0]["alerts"] == 1
     assert status[-1]["alerts_today"] == 1 and status[-1]["model"]["window"] == 8
+    assert all(m["faults"] == [] for m in status) and start["stored"] is end["stored"] is True
 
     # What was published was stored first, seq included.
     logged = read_store(tmp_path / "events.db")

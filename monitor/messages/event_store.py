@@ -178,27 +178,30 @@ class Counter:
         else:
             self._next_block = (start, start + self.block)  # numbers were taken in between (or we ran past)
 
+    # catch_up and release run inside the store's write lock, while take() may hold this
+    # counter's lock and wait for the store's: they read the counter without its lock (plain
+    # ints; a number taken meanwhile is covered by the next renewal), so no lock order inverts.
+    def _state(self) -> tuple[int, int]:
+        """(the next number not handed out, the end of what we reserved)."""
+        last, end, next_block = self._last, self._end, self._next_block
+        return (self.first if last is None else last + 1), (end if next_block is None else next_block[1])
+
     def catch_up(self, db: sqlite3.Connection) -> None:
         """Inside a write: make the stored reservation cover every number handed out (it may
         have run past it while the store could not be written), touching the row either way."""
-        with self._lock:
-            used = self.first if self._last is None else self._last + 1
-            row = db.execute("SELECT next FROM counters WHERE monitor = ? AND name = ?",
-                             (self.monitor, self.name)).fetchone()
-            stored = row[0] if row else 0
-            target = max(stored, used, self._end if self._next_block is None else self._next_block[1])
-            _set_counter(db, self.monitor, self.name, target)
+        used, ours = self._state()
+        row = db.execute("SELECT next FROM counters WHERE monitor = ? AND name = ?",
+                         (self.monitor, self.name)).fetchone()
+        _set_counter(db, self.monitor, self.name, max(row[0] if row else 0, used, ours))
 
     def release(self, db: sqlite3.Connection) -> None:
         """At a clean stop: give back the unused rest of our block, so that the next start
         continues without a gap (only if no one reserved after us)."""
-        with self._lock:
-            used = self.first if self._last is None else self._last + 1
-            row = db.execute("SELECT next FROM counters WHERE monitor = ? AND name = ?",
-                             (self.monitor, self.name)).fetchone()
-            stored = row[0] if row else 0
-            ours = self._end if self._next_block is None else self._next_block[1]
-            _set_counter(db, self.monitor, self.name, used if stored == ours else max(stored, used))
+        used, ours = self._state()
+        row = db.execute("SELECT next FROM counters WHERE monitor = ? AND name = ?",
+                         (self.monitor, self.name)).fetchone()
+        stored = row[0] if row else 0
+        _set_counter(db, self.monitor, self.name, used if stored == ours else max(stored, used))
 
 
 def _set_counter(db: sqlite3.Connection, monitor: str, name: str, value: int) -> None:
