@@ -120,18 +120,18 @@ def test_marks_are_recorded_and_read_back_as_time_ranges(tmp_path):
         store.record(alert("box", 0, alert_id="door-0", ts=t0, start=t0 - 2))
         store.record(alert("box", 1, event="end", alert_id="door-0", ts=t0 + 5, start=t0 - 2, end=t0 + 4))
         store.record(alert("box", 2, alert_id="door-1", ts=t0 + 20, start=t0 + 19))
-        store.record(alert("box", 3, camera="yard", alert_id="yard-2", ts=t0 + 30))
+        store.record(alert("box", 3, camera="yard", alert_id="yard-2", ts=t0 + 30) | {"position_s": [12.5, None]})
         store.record(alert("other", 0, alert_id="door-1", ts=t0 + 40))  # another monitor, the same id
         verdict = store.mark("door-0", False, "a shadow")
         assert (verdict.camera, verdict.verdict, verdict.note) == ("door", False, "a shadow")
         assert verdict.start == pytest.approx(t0 - 2, abs=1e-3) and verdict.end == pytest.approx(t0 + 4, abs=1e-3)
-        assert verdict.frames == (10, 40)
+        assert verdict.frames == (10, 40) and verdict.position is None
         with pytest.raises(StoreError, match="several monitors"):
             store.mark("door-1", False)
         store.mark("door-1", True, monitor="box")
         with pytest.raises(StoreError, match="no alert 'nope'"):
             store.mark("nope", False)
-        store.mark("yard-2", False)
+        assert store.mark("yard-2", False).position == (12.5, None)   # a file source: seconds into the file
         ranges = store.alerts_marked_false("door")
         assert ranges == [(pytest.approx(t0 - 2, abs=1e-3), pytest.approx(t0 + 4, abs=1e-3))]
         assert [v.alert_id for v in store.verdicts()] == ["door-0", "door-1", "yard-2"]

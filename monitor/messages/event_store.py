@@ -32,7 +32,7 @@ from pathlib import Path
 
 log = logging.getLogger("monitor.messages.event_store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2         # 2: verdicts.position
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SEQ_BLOCK = 10_000        # seq numbers reserved per write; a renewal is due when half are used
 ALERT_BLOCK = 1_000       # alert numbers reserved per write
@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS verdicts (
     start_epoch REAL,
     end_epoch   REAL,
     frames      TEXT,
+    position    TEXT,
     PRIMARY KEY (monitor, alert_id)
 );
 """
@@ -127,7 +128,8 @@ class StoredEvent:
 class Verdict:
     """The operator's verdict on one alert (`run_monitor.py mark`): `verdict` False means a
     false alarm. `start`/`end` are epoch seconds of the alert's first and last frame (end None
-    while the alert is still open or its end was never stored); `frames` its frame range."""
+    while the alert is still open or its end was never stored); `frames` its frame range;
+    `position` its (start, end) in seconds into the file for a file source, else None."""
     monitor: str
     alert_id: str
     camera: str | None
@@ -137,6 +139,7 @@ class Verdict:
     start: float | None
     end: float | None
     frames: tuple[int, int] | None
+    position: tuple[float, float | None] | None = None
 
 
 class Counter:
@@ -278,10 +281,14 @@ class EventStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(verdicts)")}
+                if "position" not in columns:  # a store of schema 1
+                    db.execute("ALTER TABLE verdicts ADD COLUMN position TEXT")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 db.execute("COMMIT")
             else:
                 db.execute("SELECT count(*) FROM events").fetchone()
+            self._position_column = "position" in {row[1] for row in db.execute("PRAGMA table_info(verdicts)")}
         except StoreError:
             db.close()
             raise
@@ -517,16 +524,16 @@ class EventStore:
         if len(monitors) > 1:
             raise StoreError(f"{self.path}: alert {alert_id!r} exists for several monitors ({', '.join(monitors)}); "
                              f"say which with --monitor")
-        start, end, frames, camera = _alert_range([json.loads(r[1]) for r in rows])
+        start, end, frames, camera, position = _alert_range([json.loads(r[1]) for r in rows])
         try:
             with self._write() as db:
                 db.execute("INSERT INTO verdicts (monitor, alert_id, camera, verdict, note, marked_at, start_epoch, "
-                           "end_epoch, frames) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (monitor, alert_id) DO "
-                           "UPDATE SET verdict = excluded.verdict, note = excluded.note, marked_at = excluded.marked_at,"
-                           " camera = excluded.camera, start_epoch = excluded.start_epoch, end_epoch = "
-                           "excluded.end_epoch, frames = excluded.frames",
+                           "end_epoch, frames, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (monitor, "
+                           "alert_id) DO UPDATE SET verdict = excluded.verdict, note = excluded.note, marked_at = "
+                           "excluded.marked_at, camera = excluded.camera, start_epoch = excluded.start_epoch, "
+                           "end_epoch = excluded.end_epoch, frames = excluded.frames, position = excluded.position",
                            (monitors[0], alert_id, camera, int(bool(verdict)), note or "", time.time(), start, end,
-                            json.dumps(frames) if frames else None))
+                            json.dumps(frames) if frames else None, json.dumps(position) if position else None))
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{self.path}: cannot record the verdict ({_reason(exc)})") from exc
         return next(v for v in self.verdicts() if v.alert_id == alert_id and v.monitor == monitors[0])
@@ -543,8 +550,8 @@ class EventStore:
     def verdicts(self, camera: str | None = None) -> list[Verdict]:
         """Every recorded verdict (of one camera, if given), oldest alert first. Verdicts are
         kept when retention deletes their alerts' events."""
-        query = ("SELECT monitor, alert_id, camera, verdict, note, marked_at, start_epoch, end_epoch, frames "
-                 "FROM verdicts")
+        query = ("SELECT monitor, alert_id, camera, verdict, note, marked_at, start_epoch, end_epoch, frames, "
+                 f"{'position' if self._position_column else 'NULL'} FROM verdicts")  # NULL: read-only, schema 1
         params: list = []
         if camera is not None:
             query += " WHERE camera = ?"
@@ -552,14 +559,14 @@ class EventStore:
         with self._lock:
             rows = self._db.execute(query + " ORDER BY start_epoch, marked_at", params).fetchall()
         out = []
-        for monitor, alert_id, cam, verdict, note, marked_at, start, end, frames in rows:
+        for monitor, alert_id, cam, verdict, note, marked_at, start, end, frames, position in rows:
+            frames, position = (json.loads(frames) if frames else None), (json.loads(position) if position else None)
             if end is None:  # marked while it was open: its end may have been stored since
-                now_start, now_end, now_frames, _ = _alert_range(
-                    [json.loads(r[1]) for r in self._alert_rows(alert_id, monitor)])
-                if now_end is not None:
-                    start, end, frames = now_start, now_end, json.dumps(now_frames) if now_frames else frames
+                now = _alert_range([json.loads(r[1]) for r in self._alert_rows(alert_id, monitor)])
+                if now[1] is not None:
+                    start, end, frames, position = now[0], now[1], now[2] or frames, now[4] or position
             out.append(Verdict(monitor, alert_id, cam, bool(verdict), note or "", marked_at, start, end,
-                               tuple(json.loads(frames)) if frames else None))
+                               tuple(frames) if frames else None, tuple(position) if position else None))
         return out
 
     def alerts_marked_false(self, camera: str) -> list[tuple[float, float | None]]:
@@ -658,15 +665,20 @@ class EventStore:
                 log.error("event store %s: close failed: %s", self.path, _reason(exc))
 
 
-def _alert_range(messages: list[dict]) -> tuple[float | None, float | None, list | None, str | None]:
-    """An alert's events -> (start epoch, end epoch, frames, camera) from the latest one."""
+def _alert_range(messages: list[dict]) -> tuple:
+    """An alert's events -> (start epoch, end epoch, frames, camera, position) from the latest."""
     if not messages:
-        return None, None, None, None
+        return None, None, None, None, None
     last = messages[-1]
-    times = last.get("time") if isinstance(last.get("time"), list) else [None, None]
-    times = (list(times) + [None, None])[:2]
-    frames = last.get("frames") if isinstance(last.get("frames"), list) and len(last.get("frames")) == 2 else None
-    return epoch(times[0]), epoch(times[1]), frames, last.get("camera")
+
+    def pair(key):
+        value = last.get(key)
+        return list(value) if isinstance(value, list) and len(value) == 2 else None
+
+    times = pair("time") or [None, None]
+    position = pair("position_s")
+    return epoch(times[0]), epoch(times[1]), pair("frames"), last.get("camera"), \
+        position if position and position[0] is not None else None
 
 
 def read_store(path: str | Path) -> list[dict]:
