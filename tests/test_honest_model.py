@@ -1,7 +1,7 @@
 """Honest models and an honest dashboard (issue 13 §4): a bundle trained on synthetic footage
 only says so, once at start, in the status messages and on the dashboard, when it watches
-anything but the synthetic camera; a camera in cooldown shows as such; the terminal keeps a
-summary after the dashboard. Real subprocesses, real sockets, a real terminal (tmux)."""
+anything but the synthetic camera; a camera in cooldown shows as such; `f` on the selected
+alert marks it false in the monitor's store; the terminal keeps a summary after the dashboard. Real subprocesses, real sockets, a real terminal (tmux)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,7 @@ from export.__main__ import main as export_main
 from monitor.config import DEMO_BUNDLE
 from monitor.dashboard.render import render_dashboard
 from monitor.dashboard.state import DashboardState
+from monitor.messages.event_store import EventStore
 from monitor.model.bundle import Bundle
 from monitor.model.manifest import BundleError, Manifest
 from tests.factories import cached_bundle, dark_bright_dark
@@ -97,7 +98,7 @@ def test_the_dashboard_shows_the_warning_and_a_camera_in_cooldown():
 
 
 @pytest.mark.slow
-def test_the_monitor_on_a_terminal_warns_shows_cooldown_and_leaves_a_summary(tmp_path):
+def test_the_monitor_on_a_terminal_warns_shows_cooldown_marks_an_alert_and_leaves_a_summary(tmp_path):
     tmux = Tmux(width=150, height=30)
     video = dark_bright_dark(tmp_path / "door.avi", dark=32, bright=48, after=32)
     events = tmp_path / "events.db"
@@ -114,12 +115,17 @@ loop = true
     try:
         tmux.start([sys.executable, str(ROOT / "run_monitor.py"), "--config", str(config),
                     "--model", str(synthetic_copy(tmp_path)), "--publish", endpoint(), "--status-interval", "0.5",
-                    "--events", str(events), "--snapshots", str(tmp_path / "snaps")])
+                    "--events", str(events), "--snapshots", str(tmp_path / "snaps"),
+                    "--clips", str(tmp_path / "clips")])
         screen = tmux.wait_for("the warning in the header", lambda s: WARNING in s, timeout_s=120)
         assert "door" in next(line for line in screen.splitlines() if WARNING in line)
         screen = tmux.wait_for("the camera in cooldown after its alert",
                                lambda s: re.search(r"cooldown \d+m\b", row(s, "door") or ""), timeout_s=120)
         assert "recent alerts  (1)" in screen
+        tmux.keys("Down")                                       # select the alert, mark it a false alarm
+        tmux.keys("f")
+        screen = tmux.wait_for("the verdict", lambda s: "marked false" in s, timeout_s=30)
+        marked = next(line for line in screen.splitlines() if "marked false" in line)
         tmux.keys("q")
         screen = tmux.wait_for("the monitor to exit", lambda s: EXITED.search(s) is not None, timeout_s=60)
         assert EXITED.search(screen).group(1) == "0"
@@ -129,5 +135,11 @@ loop = true
         # The paths are absolute and may wrap on the terminal; the pane holds them whole.
         joined = "".join(screen.split())
         assert f"eventsin{events}" in joined and f"snapshotsin{tmp_path / 'snaps'}" in joined
+        assert f"clipsin{tmp_path / 'clips'}" in joined
+        # The verdict is in the monitor's store, for the alert the screen named.
+        store = EventStore(events)
+        verdicts = [(v.alert_id, v.verdict) for v in store.verdicts()]
+        store.close()
+        assert len(verdicts) == 1 and verdicts[0][1] is False and f"{verdicts[0][0]} marked false" in marked
     finally:
         tmux.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from monitor.config import DEFAULT_ENDPOINT
 
@@ -21,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="say the feed is quiet after this many seconds without a message (default 5)")
     p.add_argument("--history", type=float, default=300.0, metavar="S",
                    help="seconds of scores in each camera's sparkline (default 300)")
+    p.add_argument("--db", metavar="FILE",
+                   help="the monitor's event store: lets f / t mark the selected alert false / true (up/down select)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +35,17 @@ def run(args: argparse.Namespace) -> int:
     for name in ("refresh", "stale_after", "history"):
         if not getattr(args, name) > 0:
             print(f"error: --{name.replace('_', '-')} must be > 0, got {getattr(args, name)}", file=sys.stderr)
+            return 2
+    store = None
+    if args.db:
+        from monitor.messages.event_store import EventStore, StoreError
+        if not Path(args.db).is_file():
+            print(f"error: --db {args.db}: no event store there (the monitor's --events file)", file=sys.stderr)
+            return 2
+        try:
+            store = EventStore(args.db)
+        except StoreError as exc:
+            print(f"error: --db {args.db}: {exc}", file=sys.stderr)
             return 2
     endpoints = args.connect or [DEFAULT_ENDPOINT]
     ctx = zmq.Context()
@@ -54,10 +68,14 @@ def run(args: argparse.Namespace) -> int:
         state = DashboardState(stale_after=args.stale_after, history_s=args.history,
                                feed=", ".join(endpoints))
         try:
-            watch_socket(sock, state, console=console, refresh_hz=args.refresh)
+            mark = None if store is None else (lambda alert_id, monitor, verdict:
+                                               store.mark(alert_id, verdict, monitor=monitor))
+            watch_socket(sock, state, console=console, refresh_hz=args.refresh, mark=mark)
         except KeyboardInterrupt:
             pass  # Ctrl-C is how an operator leaves; the terminal is already restored
         return 0
     finally:
         sock.close(0)
         ctx.term()
+        if store is not None:
+            store.close()

@@ -307,6 +307,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             info = engine.info()
             info["stop"] = stop.set  # the dashboard's quit key stops the monitor
+            # f / t on the selected alert: the operator's verdict, in this monitor's store.
+            info["mark"] = lambda alert_id, monitor, verdict: event_log.mark(alert_id, verdict, monitor=monitor)
             dashboard = attach_dashboard(publisher, info)
             handler.setLevel(logging.ERROR)  # log lines would tear the live screen
     if dashboard is None:

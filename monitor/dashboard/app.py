@@ -13,7 +13,11 @@ so ages and the feed-quiet banner stay true. Drawing happens on the alternate sc
 overwrites it in place (no clearing), which is what keeps it from flickering; each frame is
 laid out for the terminal size of that moment, which is what makes it survive resizes.
 Keys are read from the terminal in cbreak mode on a thread: `q` quits; Ctrl-C still sends
-SIGINT because cbreak keeps signals on.
+SIGINT because cbreak keeps signals on. Where a way to record verdicts is given (`mark`: the
+monitor's event store, or `dashboard --db FILE`), up/down (or k/j) move a cursor over the
+recent alerts and `f` marks the selected one a false alarm, `t` a real one
+(EventStore.mark, as `run_monitor.py mark ALERT_ID false` does). Keys only queue what they
+ask for; the drawing thread does it, so the state is only ever touched from one thread.
 """
 from __future__ import annotations
 
@@ -105,6 +109,59 @@ class KeyReader:
         self._fd, self._own_fd, self._saved = None, False, None
 
 
+class KeyDecoder:
+    """Characters from the terminal -> key names: letters as they are, the arrow keys' escape
+    sequences (ESC [ A, or ESC O A in application mode) as "up" / "down" / "left" / "right"."""
+    ARROWS = {"A": "up", "B": "down", "C": "right", "D": "left"}
+
+    def __init__(self):
+        self._pending = ""
+
+    def feed(self, ch: str) -> str | None:
+        if self._pending:
+            self._pending += ch
+            if len(self._pending) == 2:
+                if ch not in "[O":
+                    self._pending = ""
+                return None
+            key, self._pending = self.ARROWS.get(ch), ""
+            return key
+        if ch == "\x1b":
+            self._pending = ch
+            return None
+        return ch
+
+
+MOVES = {"up": -1, "k": -1, "down": 1, "j": 1}
+VERDICT_KEYS = {"f": False, "F": False, "t": True, "T": True}
+
+
+def handle_key(state: DashboardState, key: str, mark: Callable[[str, str, bool], object] | None) -> None:
+    """Do what a key asks, on the drawing thread: move the cursor, or record a verdict on the
+    selected alert through `mark(alert_id, monitor, verdict)` and say how it went."""
+    if key in MOVES:
+        state.move_selection(MOVES[key])
+        return
+    if key not in VERDICT_KEYS:
+        return
+    verdict = VERDICT_KEYS[key]
+    if mark is None:
+        state.notice = "marking needs the event store: run_monitor.py dashboard --db FILE, or mark ALERT_ID false"
+        return
+    chosen = state.selected_alert()
+    if chosen is None:
+        state.notice = "select an alert first (up/down)"
+        return
+    monitor, alert_id = chosen
+    try:
+        mark(alert_id, monitor, verdict)
+    except Exception as exc:  # a store that refuses says why on the screen; the dashboard goes on
+        state.notice = f"{alert_id} not marked: {exc}"
+        return
+    state.set_verdict(monitor, alert_id, verdict)
+    state.notice = f"{alert_id} marked {'true (a real event)' if verdict else 'false (a false alarm)'}"
+
+
 def terminal_console() -> Console:
     """A Console for stdout that measures the terminal on every frame. rich takes COLUMNS and
     LINES from the environment as a fixed size when they are set (some shells export them),
@@ -115,15 +172,23 @@ def terminal_console() -> Console:
 
 def run_live(state: DashboardState, pump: Callable[[float], None], stop: threading.Event, *,
              console: Console | None = None, refresh_hz: float = DEFAULT_REFRESH_HZ,
-             on_quit: Callable[[], None] | None = None) -> None:
+             on_quit: Callable[[], None] | None = None,
+             mark: Callable[[str, str, bool], object] | None = None) -> None:
     """Draw `state` until `stop` is set. `pump(timeout)` feeds the state and must return
-    within about `timeout` seconds; it is called between frames on this thread."""
+    within about `timeout` seconds; it is called between frames on this thread. `mark`
+    records an operator's verdict (alert_id, monitor, verdict); None: the keys say how to."""
     console = console or terminal_console()
     period = 1.0 / max(0.5, float(refresh_hz))
+    decoder = KeyDecoder()
+    keys: deque = deque(maxlen=64)
+    state.can_mark = mark is not None
 
     def on_key(ch: str) -> None:
-        if ch in ("q", "Q"):
+        key = decoder.feed(ch)
+        if key in ("q", "Q"):
             (on_quit or stop.set)()
+        elif key is not None:
+            keys.append(key)   # done on the drawing thread, between frames
 
     # We redraw ourselves once per frame (auto_refresh off), right after feeding, so what is on
     # screen is never older than one frame and no second thread renders behind our back.
@@ -133,13 +198,16 @@ def run_live(state: DashboardState, pump: Callable[[float], None], stop: threadi
         while not stop.is_set():
             next_frame += period
             pump(max(0.0, next_frame - time.monotonic()))
+            while keys:
+                handle_key(state, keys.popleft(), mark)
             live.update(DashboardView(state.snapshot()), refresh=True)
             if time.monotonic() > next_frame + period:  # fell behind (a slow terminal): do not try to catch up
                 next_frame = time.monotonic()
 
 
 def watch_socket(sock, state: DashboardState, *, console: Console | None = None,
-                 refresh_hz: float = DEFAULT_REFRESH_HZ, stop: threading.Event | None = None) -> None:
+                 refresh_hz: float = DEFAULT_REFRESH_HZ, stop: threading.Event | None = None,
+                 mark: Callable[[str, str, bool], object] | None = None) -> None:
     """The standalone dashboard: feed `state` from a ZeroMQ SUB socket and draw until `q`,
     Ctrl-C (KeyboardInterrupt propagates after the terminal is restored) or `stop`."""
     import zmq
@@ -163,7 +231,7 @@ def watch_socket(sock, state: DashboardState, *, console: Console | None = None,
                 state.feed_frames(frames)
                 taken += 1
 
-    run_live(state, pump, stop, console=console, refresh_hz=refresh_hz)
+    run_live(state, pump, stop, console=console, refresh_hz=refresh_hz, mark=mark)
 
 
 # -- inside the monitor -------------------------------------------------------------------
@@ -220,7 +288,8 @@ def attach_dashboard(publisher: Any, info: Any = None, *, console: Console | Non
     `status` heartbeat: `monitor` (id), `model` (name, or {name, stage, providers, warning}), `stage`,
     `providers`, `cameras` (names, or mappings with `camera`), `endpoint` (where the PUB socket
     listens), `status_interval` (the heartbeat period; staleness waits for two missed ones),
-    `on_quit` or `stop` (called on `q`; default: SIGINT to this process, the monitor's Ctrl-C path).
+    `on_quit` or `stop` (called on `q`; default: SIGINT to this process, the monitor's Ctrl-C path),
+    `mark` (records a verdict: mark(alert_id, monitor, verdict); the keys f and t call it).
     When stdout is not a terminal nothing is drawn (unless `force`) and the handle is inert.
     """
     console = console or terminal_console()
@@ -271,7 +340,7 @@ def attach_dashboard(publisher: Any, info: Any = None, *, console: Console | Non
         cpu = time.thread_time()
         try:
             run_live(state, pump, handle.stop_event, console=console, refresh_hz=refresh_hz,
-                     on_quit=_get(info, "on_quit") or _get(info, "stop") or _default_quit)
+                     on_quit=_get(info, "on_quit") or _get(info, "stop") or _default_quit, mark=_get(info, "mark"))
         except BaseException as exc:  # never take the engine down; say why the screen went away
             handle.error = exc
             print(f"dashboard stopped: {type(exc).__name__}: {exc}", file=sys.stderr)

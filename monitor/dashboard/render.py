@@ -371,25 +371,43 @@ def _fit(text: Text, width: int) -> Text:
     return text
 
 
-def alerts_panel(alerts: Sequence[AlertView], width: int, max_rows: int = 8) -> list[Text]:
-    """Recent alerts, newest first: time, camera, peak score, duration, snapshot path."""
+MARK_HELP = "↑/↓ select, f: false alarm, t: real"
+SELECTED_STYLE = "reverse"
+
+
+def alerts_panel(alerts: Sequence[AlertView], width: int, max_rows: int = 8, *, notice: str = "",
+                 can_mark: bool = False) -> list[Text]:
+    """Recent alerts, newest first: time, camera, peak score, duration, snapshot path; where
+    the operator can mark alerts, a cursor, the verdicts given and the answer to the last key."""
     title = Text.assemble(("recent alerts", "bold"), (f"  ({len(alerts)})" if alerts else "  none yet", "dim"),
                           no_wrap=True, overflow="crop", end="")
+    if can_mark and alerts:
+        title.append(f"   {MARK_HELP}", style="dim")
+    if notice:
+        title.append(f"   {redact(notice)}", style="bold")
+    title = _fit(title, width)
     if not alerts or max_rows <= 0:
         return [title]
+    marking = can_mark or any(a.verdict for a in alerts)
+    verdict_w = 7 if marking else 0
     cam_w = min(24, max(6, max(len(redact(a.camera)) for a in alerts)))
-    snap_w = max(8, width - 11 - cam_w - 6 - 16 - 4 * GAP)
+    snap_w = max(8, width - 11 - cam_w - 6 - 16 - 4 * GAP - (verdict_w + GAP if marking else 0))
     grid = _Grid([("time", 11, "left"), ("camera", cam_w, "left"), ("peak", 6, "right"),
-                  ("duration", 16, "left"), ("snapshot", snap_w, "left")])
+                  ("duration", 16, "left"), ("verdict", verdict_w, "left"), ("snapshot", snap_w, "left")])
     today = datetime.now().astimezone()
     lines = [title, *grid.head()]
-    for a in alerts[:max_rows]:
+    # The cursor stays in view: the rows shown end at the selected alert when it is further down.
+    chosen = next((i for i, a in enumerate(alerts) if a.selected), 0)
+    first = max(0, chosen - max_rows + 1)
+    for a in alerts[first:first + max_rows]:
         duration = (Text(f"● live {fmt_duration(a.duration_s)}", style="bold red") if a.active
                     else Text(fmt_duration(a.duration_s) + (f" ({a.reason})" if a.reason else "")))
-        lines.append(grid.line([
-            fmt_clock(a.started, today), Text(redact(a.camera), style="bold red" if a.active else ""),
-            score_text(a.peak, a.threshold), duration,
-            Text(_left_ellipsis(redact(a.snapshot), snap_w) if a.snapshot else "–", style="dim")]))
+        cells = [fmt_clock(a.started, today), Text(redact(a.camera), style="bold red" if a.active else ""),
+                 score_text(a.peak, a.threshold), duration]
+        if marking:
+            cells.append(Text(a.verdict or "–", style="bold" if a.verdict == "false" else "dim"))
+        cells.append(Text(_left_ellipsis(redact(a.snapshot), snap_w) if a.snapshot else "–", style="dim"))
+        lines.append(grid.line(cells, style=SELECTED_STYLE if a.selected else ""))
     return lines
 
 
@@ -399,7 +417,7 @@ def render_dashboard(snap: DashboardSnapshot, width: int, height: int | None = N
     top = header(snap, width)
     if height is None:
         cams = camera_table(snap.cameras, width, history_s=snap.history_s)
-        alerts = alerts_panel(snap.alerts, width)
+        alerts = alerts_panel(snap.alerts, width, notice=snap.notice, can_mark=snap.can_mark)
     else:
         # Lines: header, blank, camera titles (2), camera rows, blank, alerts title + titles (3), alert rows.
         room = max(0, height - len(top) - 1 - 2 - 1 - 3)
@@ -408,7 +426,7 @@ def render_dashboard(snap: DashboardSnapshot, width: int, height: int | None = N
         if len(snap.cameras) < camera_rows:
             alert_rows = min(len(snap.alerts), room - len(snap.cameras), 12)
         cams = camera_table(snap.cameras, width, max_rows=camera_rows, history_s=snap.history_s)
-        alerts = alerts_panel(snap.alerts, width, max(0, alert_rows))
+        alerts = alerts_panel(snap.alerts, width, max(0, alert_rows), notice=snap.notice, can_mark=snap.can_mark)
     blank = Text("", end="")
     screen = Text("\n", no_wrap=True, overflow="crop", end="").join([*top, blank, *cams, blank, *alerts])
     screen.end = "\n"

@@ -65,6 +65,8 @@ class AlertView:
     snapshot: str | None
     active: bool
     reason: str = ""                 # why it ended, when the monitor says (e.g. "shutdown")
+    selected: bool = False           # the operator's cursor is on it (up/down)
+    verdict: str = ""                # "false" / "true" once the operator marked it here
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class DashboardSnapshot:
     stale_after_s: float
     history_s: float
     wall_time: float                 # time.time() at the snapshot, for the header clock
+    notice: str = ""                 # the answer to the operator's last key (e.g. a mark)
+    can_mark: bool = False           # the keys that mark alerts work here
 
 
 def _num(value: Any) -> float | None:
@@ -188,6 +192,11 @@ class DashboardState:
         self.malformed = 0
         self.last_error = ""
         self._last_message: float | None = None
+        # The operator's side (keys), not the feed's: the selected alert and verdicts given here.
+        self._selected: str | None = None
+        self._verdicts: dict[str, bool] = {}
+        self.notice = ""
+        self.can_mark = False
 
     # -- seeding by the embedding monitor (before its first status heartbeat) ------------
     def announce(self, monitor: str = "", model: str = "", stage: int | None = None,
@@ -398,6 +407,27 @@ class DashboardState:
             cam = self._cameras[key] = _Camera(monitor, name)
         return cam
 
+    # -- the operator's keys ----------------------------------------------------------------
+    def move_selection(self, step: int) -> None:
+        """Move the cursor over the recent alerts (newest first): -1 up, +1 down; the first
+        move selects the newest."""
+        keys = list(reversed(self._alerts))
+        if not keys:
+            return
+        if self._selected not in keys:
+            self._selected = keys[0]
+            return
+        index = min(max(keys.index(self._selected) + step, 0), len(keys) - 1)
+        self._selected = keys[index]
+
+    def selected_alert(self) -> tuple[str, str] | None:
+        """(monitor, alert id) under the cursor, or None."""
+        alert = self._alerts.get(self._selected) if self._selected is not None else None
+        return None if alert is None else (alert.monitor, alert.alert_id)
+
+    def set_verdict(self, monitor: str, alert_id: str, verdict: bool) -> None:
+        self._verdicts[f"{monitor}\x00{alert_id}"] = verdict
+
     # -- reading --------------------------------------------------------------------------
     def quiet_for(self, now: float | None = None) -> float | None:
         """Seconds without any message when that exceeds stale_after, else None."""
@@ -433,11 +463,13 @@ class DashboardState:
                 c.alert_since is not None, None if c.alert_since is None else now - c.alert_since, c.alerts,
                 history, self._quiet(seen, now), c.cooldown_s))
         alerts = []
-        for a in reversed(self._alerts.values()):
+        for key, a in reversed(self._alerts.items()):
             duration = a.duration_s + (now - a.received_at if a.active else 0.0)
+            verdict = self._verdicts.get(key)
             alerts.append(AlertView(a.alert_id, a.monitor, a.camera, a.started, a.ended, a.peak,
-                                    a.threshold, duration, a.snapshot, a.active, a.reason))
+                                    a.threshold, duration, a.snapshot, a.active, a.reason, key == self._selected,
+                                    "" if verdict is None else ("true" if verdict else "false")))
         return DashboardSnapshot(tuple(monitors), tuple(cameras), tuple(alerts), self.messages,
                                  self.malformed, self.last_error, self.feed_label,
                                  self.quiet_for(now), self._last_message is None, self.stale_after,
-                                 self.history_s, time.time())
+                                 self.history_s, time.time(), self.notice, self.can_mark)
