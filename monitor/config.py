@@ -4,15 +4,15 @@ file stops the program with the file, the key and the reason.
 
 Layout (every table optional; see configs/*.toml):
 
-    [monitor]  id, status_interval, camera_debounce_s, log_level
+    [monitor]  id, status_interval, camera_debounce_s, log_level, state_dir
     [model]    path, providers, threads, window, lookahead
     [engine]   max_batch, max_wait_ms, max_pending, frame_stride
     [publish]  endpoint, connect, high_water_mark, scores
     [log]      events, snapshots, retention_days, max_mb
-    [alerts]   on, off, min_snippets, cooldown_s, smoothing,
+    [alerts]   on, off, min_snippets, cooldown_s, smoothing, target_per_day,
                clips, clip_pre_s, clip_post_s, clips_max_mb, clip_width, clip_ring_mb, clip_codec
     [[cameras]] name, url, transport, loop, pace, fps, stall_timeout_s, backoff_initial_s,
-                backoff_max_s, max_frame_pixels, username, password_env, password_file,
+                backoff_max_s, max_frame_pixels, username, password_env, password_file, learn_s,
                 [cameras.alerts] (the same keys as [alerts], for this camera)
 """
 from __future__ import annotations
@@ -29,6 +29,13 @@ DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_bundle"
 DEMO_SOURCE = "synthetic://"
 TRANSPORTS = ("tcp", "udp")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def default_state_dir() -> Path:
+    """Where the monitor keeps what it learns (calibrations): $XDG_STATE_HOME/ssrl-monitor,
+    else ~/.local/state/ssrl-monitor."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "ssrl-monitor"
 
 
 class ConfigError(ValueError):
@@ -53,6 +60,7 @@ class AlertSettings:
     clip_width: int = 480
     clip_ring_mb: float = 128.0
     clip_codec: str = "mp4v"
+    target_per_day: float = 1.0    # calibration: false alerts per day the levels are set for
 
     def resolved(self, threshold: float, min_snippets: int = 1) -> "AlertSettings":
         """Concrete settings: unset keys take the bundle's threshold and minimum duration."""
@@ -80,6 +88,7 @@ class CameraConfig:
     username: str | None = None
     password_env: str | None = None
     password_file: str | None = None
+    learn_s: float = 0.0           # > 0: without a calibration, learn one from this much footage before alerting
     alerts: dict | None = None     # [cameras.alerts]: AlertSettings keys that override [alerts]
 
 
@@ -89,6 +98,7 @@ class MonitorSection:
     status_interval: float = 2.0
     camera_debounce_s: float = 2.0
     log_level: str = "info"
+    state_dir: str | None = None   # calibrations; None: default_state_dir()
 
 
 @dataclass
@@ -140,6 +150,9 @@ class Config:
         # Stable across restarts (the host's name), so that seq continues in the event store.
         return self.monitor.id or socket.gethostname()
 
+    def state_dir(self) -> Path:
+        return Path(self.monitor.state_dir) if self.monitor.state_dir else default_state_dir()
+
     def model_path(self) -> Path:
         return Path(self.model.path) if self.model.path else DEMO_BUNDLE
 
@@ -166,6 +179,7 @@ _RULES: dict[str, tuple] = {
     "monitor.status_interval": (lambda v: _number(v) and v > 0, "must be a number of seconds > 0"),
     "monitor.camera_debounce_s": (lambda v: _number(v) and v >= 0, "must be a number of seconds >= 0"),
     "monitor.log_level": (lambda v: v in LOG_LEVELS, f"must be one of {', '.join(LOG_LEVELS)}"),
+    "monitor.state_dir": (lambda v: isinstance(v, str) and v, "must be a directory path"),
     "model.path": (lambda v: isinstance(v, str) and v, "must be a bundle directory path"),
     "model.providers": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v),
                         "must be a list of provider names such as [\"cuda\", \"cpu\"]"),
@@ -197,6 +211,7 @@ _RULES: dict[str, tuple] = {
     "alerts.clip_ring_mb": (lambda v: _number(v) and v > 0, "must be a size in MiB > 0"),
     "alerts.clip_codec": (lambda v: isinstance(v, str) and len(v) == 4 and v.isascii(),
                           "must be a four-character FourCC such as \"mp4v\" or \"avc1\""),
+    "alerts.target_per_day": (lambda v: _number(v) and v > 0, "must be a number of false alerts per day > 0"),
     "cameras.url": (lambda v: isinstance(v, str) and v.strip(), "must be a non-empty source URL, path or index"),
     "cameras.name": (lambda v: isinstance(v, str) and v and not any(c in v for c in " ./\\"),
                      "must be a non-empty name without spaces, dots or slashes (it becomes a topic)"),
@@ -213,6 +228,7 @@ _RULES: dict[str, tuple] = {
     "cameras.password_env": (lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v),
                              "must be the name of an environment variable (letters, digits, _)"),
     "cameras.password_file": (lambda v: isinstance(v, str) and v, "must be a file path"),
+    "cameras.learn_s": (lambda v: _number(v) and v >= 0, "must be a number of seconds >= 0 (0: no learning)"),
 }
 
 

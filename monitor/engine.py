@@ -24,9 +24,11 @@ import onnxruntime as ort
 
 from monitor.alerts.clips import CameraClips, ClipWriter, clip_settings
 from monitor.alerts.localisation import CameraLocator, Localiser, SnippetContext
+from monitor.alerts import calibration as calib
 from monitor.alerts.policy import AlertPolicy, SnippetInfo
 from monitor.model.bundle import Bundle
 from monitor.config import CameraConfig, Config
+from monitor.model.fingerprint import bundle_sha
 from monitor.model.manifest import BundleError
 from monitor.video.preprocess import Geometry, Preprocessor
 from monitor.messages.publisher import Publisher, iso
@@ -183,6 +185,9 @@ class CameraState:
     policy: AlertPolicy
     locator: CameraLocator | None = None
     clips: CameraClips | None = None
+    origin: str = calib.BUNDLE                      # where its levels come from (calibration.BUNDLE, ...)
+    calibration: calib.Calibration | None = None
+    learner: calib.Learner | None = None            # while it learns its calibration
     pending: deque = field(default_factory=deque)
     dropped: int = 0
     scored: deque = field(default_factory=lambda: deque(maxlen=64))      # publish times
@@ -205,7 +210,14 @@ class CameraState:
 
 
 class Engine:
-    def __init__(self, config: Config, bundle: Bundle, publisher: Publisher, event_log=None):
+    """`calibrations` (alerts.calibration_store.CalibrationStore): cameras use their stored
+    calibration for this bundle, and those with `learn_s` learn one and store it;
+    `false_alerts(camera)`: end messages of the camera's alerts marked false, whose scores a
+    calibration learnt here takes as normal footage; `learn_only`: every camera only learns,
+    until the caller takes what it scored (the calibrate command)."""
+
+    def __init__(self, config: Config, bundle: Bundle, publisher: Publisher, event_log=None,
+                 calibrations=None, false_alerts=None, learn_only: bool = False):
         m = bundle.manifest
         if not bundle.has_backbone:
             raise BundleError(f"{bundle.path}: has no backbone graph (backbone.onnx); the live monitor needs one "
@@ -227,6 +239,10 @@ class Engine:
         SlidingWindow(self.window, self.lookahead)  # refuse a bad window / look-ahead now
         self.model_info = {"name": str(m.source.get("name") or bundle.path.name), "stage": m.stage}
         self.model_warning = synthetic_model_warning(m, self.model_info["name"], config.cameras)
+        self.bundle_sha = bundle_sha(bundle.path, m)
+        self.calibrations = calibrations
+        self.false_alerts = false_alerts
+        self.learn_only = learn_only
         self.started = time.time()
         self.alerts_today = 0
         self._today = _dt.datetime.now(_dt.timezone.utc).date()
@@ -245,23 +261,91 @@ class Engine:
         self.cameras: list[CameraState] = [self._camera(c) for c in config.cameras]
 
     def _camera(self, c: CameraConfig) -> CameraState:
-        settings = self.config.alert_settings(c).resolved(self.bundle.manifest.threshold,
-                                                               self.bundle.manifest.min_snippets)
+        origin, settings, cal, learner = self._starting_levels(c)
         alert_ids = None if self._alert_numbers is None else (lambda: f"{c.name}-{self._alert_numbers.take()}")
-        policy = AlertPolicy(c.name, settings, self.model_info, self.config.log.snapshots, alert_ids=alert_ids)
+        policy = AlertPolicy(c.name, settings, self.model_info, self.config.log.snapshots, alert_ids=alert_ids,
+                             bundle_sha=self.bundle_sha)
+        policy.armed = learner is None
         assembler = SnippetAssembler(c.name, self.geometry.snippet_length, self.config.engine.frame_stride)
         source = CameraSource(c.name, c.url, transport=c.transport, loop=c.loop, pace=c.pace, fps=c.fps,
                               stall_timeout_s=c.stall_timeout_s, backoff_initial_s=c.backoff_initial_s,
                               backoff_max_s=c.backoff_max_s, max_frame_pixels=c.max_frame_pixels,
                               credentials=Credentials(c.username, c.password_env, c.password_file))
-        state = CameraState(c, source, assembler, SlidingWindow(self.window, self.lookahead), policy)
+        state = CameraState(c, source, assembler, SlidingWindow(self.window, self.lookahead), policy,
+                            origin=origin, calibration=cal, learner=learner)
         if self.localiser.available:  # it keeps the snippets an alert's start may need
-            state.locator = CameraLocator(self.localiser, policy.settings.min_snippets)
+            keep = calib.MAX_MIN_SNIPPETS if learner else policy.settings.min_snippets
+            state.locator = CameraLocator(self.localiser, max(keep, policy.settings.min_snippets))
         if self.clip_writer is not None:
             state.clips = CameraClips(c.name, clip_settings(settings), self.clip_writer)
         source.on_frame = lambda frame, s=state: self._on_frame(s, frame)
         source.on_gap = lambda reason, s=state: s.assembler.reset()
         return state
+
+    def _starting_levels(self, c: CameraConfig):
+        """(origin, resolved settings, calibration, learner) of a camera at start: levels set in
+        the configuration win; else its stored calibration for this bundle; else, with
+        learn_s, it learns (no alerts until then); else the bundle's levels."""
+        m = self.bundle.manifest
+        base = self.config.alert_settings(c)
+        bundle_levels = base.resolved(m.threshold, m.min_snippets)
+        stride = self.config.engine.frame_stride
+        if self.learn_only:
+            return calib.LEARNING, bundle_levels, None, calib.Learner(None, stride)
+        if base.on is not None:
+            return calib.CONFIG, bundle_levels, None, None
+        cal = self.calibrations.load(c.name, self.bundle_sha) if self.calibrations is not None else None
+        if cal is not None:
+            if cal.smoothing != base.smoothing or base.min_snippets not in (None, cal.min_snippets):
+                log.warning("%s: its calibration (%s) was learnt for smoothing %d and %d snippet(s); the "
+                            "configuration says smoothing %d%s: not used, calibrate again", c.name,
+                            self.calibrations.path(c.name, self.bundle_sha), cal.smoothing, cal.min_snippets,
+                            base.smoothing, "" if base.min_snippets is None else f", {base.min_snippets} snippet(s)")
+            else:
+                log.info("%s: calibrated, %s", c.name, cal.summary())
+                return calib.CALIBRATED, calib.settings_for(base, cal), cal, None
+        if c.learn_s > 0:
+            log.info("%s: learning its calibration from %.0f s of footage before it alerts", c.name, c.learn_s)
+            return calib.LEARNING, bundle_levels, None, calib.Learner(c.learn_s, stride)
+        return calib.BUNDLE, bundle_levels, None, None
+
+    def _learnt(self, cam: CameraState) -> None:
+        """A learning camera has seen enough: calibrate, store, and alert from now on."""
+        learner, c = cam.learner, cam.config
+        base = self.config.alert_settings(c)
+        footage = learner.footage("learnt live")
+        marked = self.false_alerts(c.name) if self.false_alerts is not None else []
+        extra, _ = calib.false_alert_footage(marked, self.bundle_sha)
+        try:
+            cal = calib.calibrate(footage + extra, camera=c.name, bundle_sha=self.bundle_sha,
+                                  target_per_day=base.target_per_day, smoothing=base.smoothing,
+                                  min_snippets=base.min_snippets or self.bundle.manifest.min_snippets,
+                                  search=base.min_snippets is None, cooldown_s=base.cooldown_s,
+                                  false_alerts=len(extra), sources=[cam.source.display])
+        except calib.CalibrationError as exc:
+            learner.learn_s += c.learn_s   # e.g. footage broken into short stretches: learn longer
+            log.warning("%s: cannot calibrate yet (%s); learning %.0f s more", c.name, exc, c.learn_s)
+            return
+        if self.calibrations is not None:
+            try:
+                path = self.calibrations.save(cal)
+                log.info("%s: calibration stored in %s", c.name, path)
+            except OSError as exc:
+                log.error("%s: calibration not stored in %s: %s", c.name, self.calibrations.root, exc)
+        cam.policy.retune(calib.settings_for(base, cal))
+        cam.policy.armed = True
+        cam.calibration, cam.origin, cam.learner = cal, calib.CALIBRATED, None
+
+    def calibration_status(self, cam: CameraState) -> dict:
+        """Where a camera's levels come from, for the status messages and the dashboard."""
+        cal, learner = cam.calibration, cam.learner
+        base = self.config.alert_settings(cam.config)
+        return {"source": cam.origin, "threshold": cam.policy.on, "off_threshold": cam.policy.off,
+                "min_snippets": cam.policy.settings.min_snippets,
+                "target_per_day": cal.target_per_day if cal else (base.target_per_day if learner else None),
+                "estimated_per_day": cal.estimated_per_day if cal else None,
+                "footage_s": round(cal.footage_s if cal else learner.footage_s, 1) if (cal or learner) else None,
+                "learn_s": learner.learn_s if learner else None}
 
     # ------------------------------------------------------------------ info
     def info(self) -> dict:
@@ -272,7 +356,8 @@ class Engine:
                       "warning": self.model_warning, "lookahead": self.lookahead, "path": str(self.bundle.path)},
             "status_interval": self.config.monitor.status_interval,
             "cameras": [{"camera": c.name, "source": c.source.display, "threshold": c.policy.on,
-                         "off_threshold": c.policy.off} for c in self.cameras],
+                         "off_threshold": c.policy.off, "calibration": self.calibration_status(c)}
+                        for c in self.cameras],
         }
 
     # ------------------------------------------------------------------ reader side
@@ -485,6 +570,10 @@ class Engine:
             reported.features = None  # the locator holds what it needs now
             where = cam.locator.where
         score, events = cam.policy.update(info, raw, reported.keyframe, where)
+        if cam.learner is not None:
+            cam.learner.add(info, raw)
+            if cam.learner.done:
+                self._learnt(cam)
         now = time.time()
         latency = (now - reported.received) * 1000.0
         cam.latencies.append(latency)
@@ -565,6 +654,7 @@ class Engine:
                 "latency_ms": round(statistics.median(latencies), 1) if latencies else None,
                 "queue": queue, "dropped_snippets": dropped,
                 "score": None if cam.policy.score is None else round(cam.policy.score, 6), "threshold": cam.policy.on,
+                "off_threshold": cam.policy.off, "calibration": self.calibration_status(cam),
                 "in_alert": cam.policy.in_alert, "cooldown_s": round(cam.policy.cooldown_left, 1),
                 "alerts": cam.policy.count, "source": cam.source.display,
                 "reason": redact(reason) if state != STREAMING else "", "faulty_snippets": cam.faulty_snippets,

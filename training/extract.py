@@ -33,10 +33,10 @@ from monitor.errors import add_debug_flag, guarded
 from monitor import __version__  # noqa: E402
 from monitor.model.bundle import Bundle  # noqa: E402
 from monitor.model.manifest import BundleError  # noqa: E402
+from monitor.video.sources import VIDEO_SUFFIXES  # noqa: E402
 from monitor.video.preprocess import (RESIZE_MODES, Geometry, GeometryError, Preprocessor,  # noqa: E402
                                 snippet_count)
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".ts", ".3gp"}
 METADATA_VERSION = 1
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -110,6 +110,14 @@ class Calibration:
                 f"{self.target_per_day:g} false alert(s)/day (estimated {self.estimated_per_day:.3g}/day){reach}; "
                 f"learnt from {self.footage_s:.0f} s of footage ({self.snippets} snippets"
                 f"{f', {self.false_alerts} alert(s) marked false' if self.false_alerts else ''})")
+
+
+def settings_for(base: AlertSettings, cal: Calibration) -> AlertSettings:
+    """A camera's configured settings with its calibrated levels and minimum duration (an
+    `off` the configuration sets stays)."""
+    off = cal.off_threshold if base.off is None else base.off
+    return replace(base, on=cal.threshold, off=off, min_snippets=cal.min_snippets).resolved(cal.threshold,
+                                                                                          cal.min_snippets)
 
 
 # ----------------------------------------------------------------------------- the statistic
@@ -212,10 +220,9 @@ def _level(stat: np.ndarray, q: float, per_day: float, k: int) -> dict:
         rate = max(1, int(np.count_nonzero(z >= top))) / len(z) * per_day
         return {**out, "on": MAX_ON, "estimated_per_day": rate, "reached": rate <= q * per_day, "note": str(exc)}
     level = tail.level(q)
-    on = round(_sigmoid(level), 4)
-    if on > MAX_ON or not math.isfinite(level):
-        on = MAX_ON
-    # Never below what the footage itself reached at this probability (rounding, ties).
+    # Rounded up to 4 decimals, so that rounding never takes it below the level.
+    on = math.ceil(_sigmoid(level) * 1e4) / 1e4 if math.isfinite(level) else MAX_ON
+    on = min(on, MAX_ON)
     rate = tail.probability(float(_logit(on))) * per_day
     out.update({"on": float(on), "estimated_per_day": rate, "reached": rate <= q * per_day * (1 + 1e-6),
                 "shape": round(tail.fit.shape, 4), "scale": round(tail.fit.scale, 4),
@@ -239,14 +246,21 @@ def _alerts(footage: Footage, settings: AlertSettings) -> int:
 def false_alert_footage(alerts, bundle_sha: str) -> tuple[list[Footage], int]:
     """The snippets of alerts an operator marked false, as normal footage: each `end` message
     carries its snippets' raw scores (`raw_scores`) and the bundle that scored them
-    (`bundle_sha`); alerts of another bundle, or without scores, are left out (counted)."""
+    (`bundle_sha`, its first 16 hex digits); alerts of another bundle, or without scores,
+    are left out (counted)."""
     out, skipped = [], 0
     for alert in alerts:
         raw = alert.get("raw_scores") if isinstance(alert, dict) else None
-        if not raw or alert.get("bundle_sha") != bundle_sha[:len(alert.get("bundle_sha") or "x")]:
+        sha = alert.get("bundle_sha") if isinstance(alert, dict) else None
+        if not raw or not isinstance(sha, str) or not sha or not bundle_sha.startswith(sha):
             skipped += 1
             continue
-        seconds = float(alert.get("snippet_s") or 0.0) * len(raw) or max(float(alert.get("duration_s") or 0.0), 1e-3)
+        span = alert.get("snippets") or [0, len(raw) - 1]
+        n = max(1, int(span[1]) - int(span[0]) + 1)
+        seconds = float(alert.get("duration_s") or 0.0) * min(len(raw), n) / n
+        if seconds <= 0:
+            skipped += 1
+            continue
         out.append(Footage(np.asarray(raw, np.float64), seconds, f"alert {alert.get('alert_id', '?')} marked false"))
     return out, skipped
 
@@ -289,5 +303,21 @@ class Learner:
     def done(self) -> bool:
         return self.learn_s is not None and self.footage_s >= self.learn_s and self.snippets >= MIN_SNIPPETS
 
-    def footage(self, label: str = "") -> list[Footage]:
-        return [Footage(np.array(s), last - first + self._period, label) for s, first, last in self._stretches if s]
+    def footage(self, label: str = "", limit_s: float | None = None) -> list[Footage]:
+        """The stretches learnt, the first `limit_s` seconds of them when given (a reader runs
+        ahead of the limit by a few snippets)."""
+        out, total = [], 0.0
+        for scores, first, last in self._stretches:
+            if not scores:
+                continue
+            seconds = last - first + self._period
+            if limit_s is not None and total + seconds > limit_s:
+                per = seconds / len(scores)
+                keep = int((limit_s - total) / per + 1e-6)
+                scores, seconds = scores[:keep], keep * per
+            if scores:
+                out.append(Footage(np.array(scores), seconds, label))
+                total += seconds
+            if limit_s is not None and total >= limit_s - 1e-9:
+                break
+        return out

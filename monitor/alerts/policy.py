@@ -37,14 +37,20 @@ class SnippetInfo:
     last_position: float | None = None
 
 
+MAX_RAW_SCORES = 256   # raw scores an end event carries (calibration reads those of false alerts)
+
+
 class AlertPolicy:
     def __init__(self, camera: str, settings: AlertSettings, model: dict, snapshot_dir: str | Path | None = None,
-                 alert_ids: Callable[[], str] | None = None):
+                 alert_ids: Callable[[], str] | None = None, bundle_sha: str | None = None):
         if settings.on is None or settings.off is None or settings.min_snippets is None:
             raise ValueError("AlertPolicy needs resolved settings: on, off, min_snippets (AlertSettings.resolved)")
         self.camera = camera
         self.settings = settings
         self.model = model
+        self.bundle_sha = bundle_sha
+        # False while the camera learns its calibration: scores flow, no alert starts.
+        self.armed = True
         self.snapshot_dir = Path(snapshot_dir) if snapshot_dir else None
         # Short ids an operator can type (`mark ALERT_ID false`) come from the event store;
         # without one, an id from the camera, the start time and a random suffix.
@@ -54,6 +60,8 @@ class AlertPolicy:
         self.score: float | None = None   # the latest score after smoothing (status messages)
         self._recent = deque(maxlen=settings.smoothing)
         self._run: deque = deque(maxlen=settings.min_snippets)  # consecutive snippets at or above `on`
+        self._run_raw: deque = deque(maxlen=settings.min_snippets)  # their raw scores
+        self._raw: list[float] = []   # raw scores of the open alert's snippets
         self._first: SnippetInfo | None = None
         self._last: SnippetInfo | None = None
         self._peak = 0.0
@@ -62,6 +70,13 @@ class AlertPolicy:
         self._ended_ts: float | None = None
         self._latest_ts: float | None = None  # the last snippet's end, on the source's clock
         self._heat = AlertHeat()
+
+    def retune(self, settings: AlertSettings) -> None:
+        """New resolved levels and minimum duration (a calibration just learnt), from the next snippet."""
+        self.settings = settings
+        self._recent = deque(self._recent, maxlen=settings.smoothing)
+        self._run = deque(maxlen=settings.min_snippets)
+        self._run_raw = deque(maxlen=settings.min_snippets)
 
     @property
     def on(self) -> float:
@@ -95,16 +110,20 @@ class AlertPolicy:
             else:
                 self._last = info
                 self._peak = max(self._peak, score)
+                if len(self._raw) < MAX_RAW_SCORES:
+                    self._raw.append(float(raw))
                 if where is not None:
                     self._heat.add(where(1))
         if not self.in_alert and not events:
             cooling = self._ended_ts is not None and info.last_ts - self._ended_ts < self.settings.cooldown_s
-            if score >= self.on and not cooling:
+            if score >= self.on and not cooling and self.armed:
                 self._run.append((info, score, keyframe))
+                self._run_raw.append(float(raw))
                 if len(self._run) >= self.settings.min_snippets:
                     events.append(self._start(where))
             else:
                 self._run.clear()
+                self._run_raw.clear()
         return score, events
 
     def _start(self, where=None) -> dict:
@@ -114,7 +133,9 @@ class AlertPolicy:
             self._heat.add(where(len(self._run)))  # every snippet of the run that starts it
         self._first, self._last = first, self._run[-1][0]
         self._peak = max(s for _, s, _ in self._run)
+        self._raw = list(self._run_raw)
         self._run.clear()
+        self._run_raw.clear()
         self.in_alert = True
         self.count += 1
         if self._alert_ids is not None:
@@ -128,6 +149,7 @@ class AlertPolicy:
 
     def _end(self, reason: str | None = None) -> dict:
         event = self._event("end", end_ts=self._last.last_ts)
+        event["raw_scores"] = [round(r, 6) for r in self._raw]
         if reason:
             event["reason"] = reason
         self.in_alert = False
@@ -151,6 +173,7 @@ class AlertPolicy:
             [round(first.first_position, 3), None if end_ts is None or last.last_position is None
              else round(last.last_position, 3)],
             "model": self.model, "snapshot": self._snapshot, **self._heat.fields(),
+            "bundle_sha": self.bundle_sha[:16] if self.bundle_sha else None,
         }
 
     def _save_snapshot(self, keyframe: np.ndarray | None) -> str | None:

@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snapshots", help="directory for a JPEG of each alert's first snippet")
     p.add_argument("--clips", metavar="DIR", help="directory for an MP4 of each alert, a few seconds either side "
                                                  "(config [alerts] clips, clip_pre_s, clip_post_s, clips_max_mb)")
+    p.add_argument("--state", metavar="DIR", help="state directory: cameras' calibrations (default: the config's "
+                                                  "monitor.state_dir, else ~/.local/state/ssrl-monitor)")
     p.add_argument("--threshold", type=float, help="alert on level (default: the bundle's)")
     p.add_argument("--off-threshold", type=float, help="alert off level (default: on - 0.1)")
     p.add_argument("--window", type=int, help="snippets in the temporal window (default: the bundle's)")
@@ -123,6 +125,8 @@ def build_config(args: argparse.Namespace):
         config.log.snapshots = args.snapshots
     if args.clips:
         config.alerts.clips = args.clips
+    if args.state:
+        config.monitor.state_dir = args.state
     if args.threshold is not None:
         config.alerts.on = args.threshold
     if args.off_threshold is not None:
@@ -199,6 +203,14 @@ def _setup_logging(level: str) -> logging.Handler:
     return handler
 
 
+def _levels(camera: dict) -> str:
+    """Where a camera's alert levels come from, for the status line."""
+    cal = camera.get("calibration") or {}
+    if cal.get("source") == "learning":
+        return f" learning {cal.get('footage_s') or 0:.0f}/{cal.get('learn_s') or 0:.0f} s"
+    return f" on {camera['threshold']:.3f} ({cal.get('source', 'bundle')})" if camera.get("threshold") is not None else ""
+
+
 def _status_line(topic: str, message: dict) -> None:
     """Without a dashboard: one log line per status heartbeat."""
     if topic != "status":
@@ -209,7 +221,7 @@ def _status_line(topic: str, message: dict) -> None:
         score = "-" if c["score"] is None else f"{c['score']:.3f}"
         parts.append(f"{c['camera']} {c['state']} {c['input_fps']:.1f} fps in, {c['processing_fps']:.1f} fps scored "
                      f"({c['snippets_per_s']:.2f} snip/s) "
-                     f"latency {lat} score {score}{' ALERT' if c['in_alert'] else ''}"
+                     f"latency {lat} score {score}{' ALERT' if c['in_alert'] else ''}{_levels(c)}"
                      f"{' dropped ' + str(c['dropped_snippets']) if c['dropped_snippets'] else ''}")
     log.info("status: %s", " | ".join(parts) or "no cameras")
 
@@ -237,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
     from monitor.video.preprocess import GeometryError
     from monitor.model.providers import ProviderError
     from monitor.messages.publisher import PublishError, Publisher
+    from monitor.alerts.calibration_store import CalibrationStore
 
     # A signal from here on stops the monitor cleanly (a load or warm-up in progress finishes
     # first): exit code 0 for SIGTERM (a service manager's stop), 130 for SIGINT (Ctrl-C).
@@ -285,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
         event_log.close()
         return 2
     try:
-        engine = Engine(config, bundle, publisher, event_log)
+        engine = Engine(config, bundle, publisher, event_log, calibrations=CalibrationStore(config.state_dir()))
         engine.warm_up()
     except (BundleError, GeometryError, ValueError, StoreError) as exc:
         refuse(exc, getattr(args, "debug", False))

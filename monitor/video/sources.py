@@ -50,6 +50,8 @@ if "OPENCV_LOG_LEVEL" not in os.environ:
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 MAX_FRAME_PIXELS = 4096 * 4096
 FILE_READ_RETRIES = 25  # failed reads in a row before a file is taken to end (damage is skipped)
+# What a folder of recordings holds (calibration, feature extraction).
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".ts", ".3gp"}
 _open_lock = threading.Lock()
 
 # Camera states (published in status and camera.<camera> messages).
