@@ -18,6 +18,7 @@ Layout (every table optional; see configs/*.toml):
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import socket
 import tomllib

@@ -33,7 +33,8 @@ class Process:
     def __init__(self, args: list[str], workdir: Path, name: str, python: str = sys.executable):
         self.out = workdir / f"{name}.out"
         self.err = workdir / f"{name}.err"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # Calibrations a developer stored for their own cameras must not change a test's run.
+        env = dict(os.environ, PYTHONUNBUFFERED="1", XDG_STATE_HOME=str(workdir / "xdg-state"))
         self.proc = subprocess.Popen([python, *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                      stdout=open(self.out, "w"), stderr=open(self.err, "w"))
 

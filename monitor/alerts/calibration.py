@@ -128,10 +128,10 @@ def smoothed(scores: np.ndarray, smoothing: int) -> np.ndarray:
     x = np.asarray(scores, np.float64)
     if smoothing <= 1 or len(x) == 0:
         return x.copy()
-    c = np.concatenate([[0.0], np.cumsum(x)])
-    i = np.arange(1, len(x) + 1)
-    lo = np.maximum(0, i - smoothing)
-    return (c[i] - c[lo]) / (i - lo)
+    # Means of the same numbers in the same order as the policy takes them, to the last bit.
+    head = [float(np.mean(x[:i])) for i in range(1, min(smoothing, len(x) + 1))]
+    full = np.lib.stride_tricks.sliding_window_view(x, smoothing).mean(axis=1) if len(x) >= smoothing else []
+    return np.concatenate([head, full])
 
 
 def start_statistic(scores: np.ndarray, smoothing: int, min_snippets: int) -> np.ndarray:
@@ -242,6 +242,12 @@ def _alerts(footage: Footage, settings: AlertSettings) -> int:
 
 
 # ----------------------------------------------------------------------------- alerts marked false
+
+def marked_false(store, camera: str) -> list[dict]:
+    """The `end` messages of a camera's alerts that an operator marked false (`run_monitor.py
+    mark ALERT_ID false`), from the event store (monitor.messages.event_store.EventStore)."""
+    return [e.message for e in store.events(camera=camera) if e.verdict is False and e.event == "end"]
+
 
 def false_alert_footage(alerts, bundle_sha: str) -> tuple[list[Footage], int]:
     """The snippets of alerts an operator marked false, as normal footage: each `end` message

@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model bundle directory (default: the config's, else the shipped demo bundle)")
     p.add_argument("--state", metavar="DIR", help="state directory to store the calibration in "
                                                   "(default: the config's monitor.state_dir, else ~/.local/state/ssrl-monitor)")
+    p.add_argument("--events", metavar="FILE", help="the event store whose alerts marked false join the footage "
+                                                   "(default: the config's [log] events, else events.db)")
     p.add_argument("--config", type=Path, help="TOML configuration: the camera's alert settings (smoothing, "
                                                "min_snippets), engine and state settings")
     p.add_argument("--providers", help="execution providers in order, e.g. 'cuda,cpu'")
@@ -127,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from monitor.model.fingerprint import bundle_sha
     from monitor.model.manifest import BundleError
     from monitor.model.providers import ProviderError
+    from monitor.messages.event_store import StoreError
     from monitor.video.preprocess import GeometryError
     import re
 
@@ -169,7 +172,13 @@ def run(args: argparse.Namespace) -> int:
     except (BundleError, GeometryError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    marked = _alerts_marked_false(config, camera.name)
+    if args.events:
+        config.log.events = args.events
+    try:
+        marked = _alerts_marked_false(Path(config.log.events), camera.name)
+    except StoreError as exc:
+        print(f"error: event store: {exc}", file=sys.stderr)
+        return 2
     extra, skipped = calib.false_alert_footage(marked, sha)
     if skipped:
         log.info("%s: %d alert(s) marked false left out (scored by another bundle, or without their scores)",
@@ -194,6 +203,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _alerts_marked_false(config, camera: str) -> list[dict]:
-    """End messages of the camera's alerts an operator marked false (none without an event store)."""
-    return []
+def _alerts_marked_false(path: Path, camera: str) -> list[dict]:
+    """End messages of the camera's alerts an operator marked false; none without a store."""
+    from monitor.alerts.calibration import marked_false
+    from monitor.messages.event_store import EventStore
+    if not path.is_file():
+        log.info("%s: no event store at %s: no alerts marked false to learn from", camera, path)
+        return []
+    store = EventStore(path, readonly=True)
+    try:
+        return marked_false(store, camera)
+    finally:
+        store.close()

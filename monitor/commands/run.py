@@ -249,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
     from monitor.video.preprocess import GeometryError
     from monitor.model.providers import ProviderError
     from monitor.messages.publisher import PublishError, Publisher
+    from monitor.alerts.calibration import marked_false
     from monitor.alerts.calibration_store import CalibrationStore
 
     # A signal from here on stops the monitor cleanly (a load or warm-up in progress finishes
@@ -298,7 +299,8 @@ def run(args: argparse.Namespace) -> int:
         event_log.close()
         return 2
     try:
-        engine = Engine(config, bundle, publisher, event_log, calibrations=CalibrationStore(config.state_dir()))
+        engine = Engine(config, bundle, publisher, event_log, calibrations=CalibrationStore(config.state_dir()),
+                        false_alerts=lambda camera: marked_false(event_log, camera))
         engine.warm_up()
     except (BundleError, GeometryError, ValueError, StoreError) as exc:
         refuse(exc, getattr(args, "debug", False))
