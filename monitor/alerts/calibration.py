@@ -189,12 +189,21 @@ def calibrate(footage: list[Footage], *, camera: str, bundle_sha: str, target_pe
     if not options:
         raise CalibrationError(f"{camera}: too little unbroken footage for a minimum duration of {min_snippets} "
                                f"snippets")
-    best = options[-1] if options[-1]["reached"] else min(options, key=lambda o: (o["estimated_per_day"], o["k"]))
-    on, k = best["on"], best["k"]
     ordinary = float(np.quantile(np.concatenate([smoothed(f.scores, smoothing) for f in footage]), OFF_QUANTILE))
-    off = round(min(on, max(on - HYSTERESIS, ordinary)), 4)
-    settings = AlertSettings(on=on, off=off, min_snippets=k, cooldown_s=cooldown_s, smoothing=smoothing)
-    replayed = sum(_alerts(f, settings) for f in footage)
+
+    def settings_of(option: dict) -> AlertSettings:
+        on = option["on"]
+        off = round(min(on, max(on - HYSTERESIS, ordinary)), 4)
+        return AlertSettings(on=on, off=off, min_snippets=option["k"], cooldown_s=cooldown_s, smoothing=smoothing)
+
+    for option in options:   # what each would have done on the footage itself
+        option["alerts_on_footage"] = sum(_alerts(f, settings_of(option)) for f in footage)
+    # None reaches the target: the one that stays quietest on the footage, then the lowest
+    # estimated rate, then the shortest (it alerts soonest).
+    best = options[-1] if options[-1]["reached"] else \
+        min(options, key=lambda o: (o["alerts_on_footage"], o["estimated_per_day"], o["k"]))
+    settings = settings_of(best)
+    on, off, k, replayed = settings.on, settings.off, best["k"], best["alerts_on_footage"]
     cal = Calibration(
         camera=camera, bundle_sha=bundle_sha, threshold=on, off_threshold=off, min_snippets=k, smoothing=smoothing,
         target_per_day=float(target_per_day), estimated_per_day=round(best["estimated_per_day"], 6),
@@ -223,7 +232,8 @@ def _level(stat: np.ndarray, q: float, per_day: float, k: int) -> dict:
     # Rounded up to 4 decimals, so that rounding never takes it below the level.
     on = math.ceil(_sigmoid(level) * 1e4) / 1e4 if math.isfinite(level) else MAX_ON
     on = min(on, MAX_ON)
-    rate = tail.probability(float(_logit(on))) * per_day
+    # Never less than the footage itself shows at that level.
+    rate = max(tail.probability(float(_logit(on))), float(np.count_nonzero(stat >= on)) / len(stat)) * per_day
     out.update({"on": float(on), "estimated_per_day": rate, "reached": rate <= q * per_day * (1 + 1e-6),
                 "shape": round(tail.fit.shape, 4), "scale": round(tail.fit.scale, 4),
                 "initial_threshold": round(_sigmoid(tail.t), 6), "peaks": tail.peaks, "fit": tail.fit.method})
