@@ -192,3 +192,37 @@ def test_calibrated_levels_replace_the_bundles_but_a_configured_off_stays():
     assert (s.on, s.off, s.min_snippets, s.cooldown_s) == (0.83, 0.75, 4, 5.0)
     assert calib.settings_for(AlertSettings(off=0.5), cal).off == 0.5
     assert math.isclose(calib.settings_for(AlertSettings(off=0.9), cal).off, 0.83)   # never above on
+
+
+# ----------------------------------------------------------------------------- the dashboard
+
+def test_the_dashboard_shows_where_each_cameras_levels_come_from():
+    import io
+
+    from rich.console import Console
+    from rich.text import Text
+
+    from monitor.dashboard.render import camera_table
+    from monitor.dashboard.state import DashboardState
+
+    def entry(name, threshold, calibration):
+        return {"camera": name, "state": "streaming", "input_fps": 15.0, "snippets_per_s": 0.94, "latency_ms": 80.0,
+                "queue": 0, "dropped_snippets": 0, "score": 0.02, "threshold": threshold, "in_alert": False,
+                "alerts": 0, "source": f"synthetic://{name}", "calibration": calibration}
+
+    state = DashboardState(clock=lambda: 100.0)
+    assert state.feed("status", {"schema": 1, "monitor": "box", "seq": 0, "camera": None, "ts": "2026-12-01T10:00:00Z",
+                                 "type": "status", "uptime_s": 5.0, "model": {"name": "demo", "stage": 4},
+                                 "dropped_messages": 0, "alerts_today": 0, "cameras": [
+        entry("lobby", 0.1053, {"source": "calibrated", "target_per_day": 1.0, "footage_s": 599.5}),
+        entry("yard", 0.501, {"source": "bundle", "target_per_day": None, "footage_s": None}),
+        entry("gate", 0.501, {"source": "learning", "target_per_day": 1.0, "footage_s": 252.0, "learn_s": 600.0})]})
+    rows = {}
+    console = Console(file=io.StringIO(), width=160, record=True)
+    console.print(Text("\n").join(camera_table(state.snapshot().cameras, width=160)))
+    for line in console.export_text().splitlines():
+        if line.split() and line.split()[0] in ("lobby", "yard", "gate"):
+            rows[line.split()[0]] = line
+    assert "0.105 1/d·10m" in rows["lobby"] and "ok" in rows["lobby"]
+    assert "0.501 bundle" in rows["yard"]
+    assert "learning 42%" in rows["gate"] and "learn 5m/10m" in rows["gate"]

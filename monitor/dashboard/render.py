@@ -179,7 +179,26 @@ def state_text(cam: CameraView) -> Text:
 def alert_text(cam: CameraView) -> Text:
     if cam.in_alert:
         return Text(f"ALERT {fmt_duration(cam.alert_for_s)}", style="bold white on red")
+    lv = cam.levels
+    if lv is not None and lv.source == "learning":   # it cannot alert yet: say so
+        done = min(1.0, (lv.footage_s or 0.0) / lv.learn_s) if lv.learn_s else 0.0
+        return Text(f"learning {done:.0%}", style="cyan")
     return Text("ok", style="dim green")
+
+
+def levels_text(cam: CameraView) -> Text:
+    """The on level and where it comes from: `0.105 1/d·10m` (calibrated for 1 false alert a
+    day from 10 minutes of footage), `0.501 bundle`, `0.600 config`, `learn 4m/10m`."""
+    lv = cam.levels
+    if lv is None:
+        return Text("" if cam.threshold is None else f"{cam.threshold:.3f}", style="dim")
+    if lv.source == "learning":
+        return Text(f"learn {fmt_coarse(lv.footage_s or 0.0)}/{fmt_coarse(lv.learn_s or 0.0)}", style="cyan")
+    level = "–" if cam.threshold is None else f"{cam.threshold:.3f}"
+    if lv.source == "calibrated":
+        target = "?" if lv.target_per_day is None else f"{lv.target_per_day:g}/d"
+        return Text.assemble(level, " ", (f"{target}·{fmt_coarse(lv.footage_s or 0.0)}", "green"))
+    return Text.assemble(level, " ", (lv.source, "dim"))
 
 
 class _Columns:
@@ -187,6 +206,7 @@ class _Columns:
     this order as the terminal narrows: monitor, rates, sparkline, then the name shrinks."""
     STATE, SCORE_NUM, ALERT, COUNT = 12, 6, 12, 6
     RATES = 5 + 6 + 6 + 3 * GAP
+    LEVELS = 15
 
     def __init__(self, width: int, cameras: Sequence[CameraView], multi_monitor: bool):
         names = [len(redact(c.name)) for c in cameras] or [6]
@@ -207,6 +227,8 @@ class _Columns:
         self.rates = rest >= self.RATES + 12
         if self.rates:
             rest -= self.RATES
+        self.levels = self.LEVELS if rest >= self.LEVELS + GAP + 12 else 0
+        rest -= self.levels + GAP if self.levels else 0
         self.spark = rest - GAP if rest >= 10 else 0
         if self.spark:
             grow = min(16, max(0, (self.spark - 20) // 2))  # a wide terminal: a finer bar too
@@ -253,7 +275,7 @@ def camera_grid(cameras: Sequence[CameraView], width: int, history_s: float = 30
                   ("state", cols.STATE, "left"), ("fps", 5 * rates, "right"), ("snip/s", 6 * rates, "right"),
                   ("lat ms", 6 * rates, "right"), ("score", cols.SCORE_NUM + cols.bar, "left"),
                   (f"last {fmt_span(history_s)}", cols.spark, "left"), ("alert", cols.ALERT, "left"),
-                  ("alerts", cols.COUNT, "right")]), cols
+                  ("alerts", cols.COUNT, "right"), ("levels", cols.levels, "left")]), cols
 
 
 def camera_row(cam: CameraView, grid: _Grid, cols: _Columns, history_s: float = 300.0) -> Text:
@@ -269,6 +291,8 @@ def camera_row(cam: CameraView, grid: _Grid, cols: _Columns, history_s: float = 
     if cols.spark:
         cells.append(sparkline(history_cells(cam.history, history_s, cols.spark), cam.threshold))
     cells += [alert_text(cam), str(cam.alerts)]
+    if cols.levels:
+        cells.append(levels_text(cam))
     # Alert rows stand out; stale rows are dimmed so old numbers do not pass for live ones.
     return grid.line(cells, style=ALERT_ROW_STYLE if cam.in_alert and not stale else ("dim" if stale else ""))
 

@@ -50,6 +50,17 @@ class CameraView:
     history: np.ndarray              # [n, 2] float: (age in seconds, score), oldest first
     quiet_for_s: float | None        # seconds since anything was heard about it, when stale
     cooldown_s: float = 0.0          # seconds before a new alert may start (from `status`)
+    levels: "Levels | None" = None   # where its alert levels come from (status `calibration`)
+
+
+@dataclass(frozen=True)
+class Levels:
+    """A camera's alert levels as its status says: `source` is bundle, config, calibrated or
+    learning; target and footage are those of its calibration (so far, while learning)."""
+    source: str
+    target_per_day: float | None = None
+    footage_s: float | None = None
+    learn_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,7 @@ class _Camera:
     threshold: float | None = None
     alert_since: float | None = None   # None: not in an alert
     cooldown_s: float = 0.0
+    levels: Levels | None = None
     alerts: int = 0
     last_seen: float | None = None
     history: deque = field(default_factory=deque)
@@ -319,6 +331,10 @@ class DashboardState:
                 cam.score = _num(entry.get("score"))  # score messages carry the live value
             self._set_alert(cam, bool(entry.get("in_alert")), now)
             cam.cooldown_s = _num(entry.get("cooldown_s")) or 0.0
+            levels = entry.get("calibration")
+            if isinstance(levels, Mapping) and isinstance(levels.get("source"), str):
+                cam.levels = Levels(levels["source"], _num(levels.get("target_per_day")), _num(levels.get("footage_s")),
+                                    _num(levels.get("learn_s")))
             alerts = _int(entry.get("alerts"))
             if alerts is not None:
                 cam.alerts = alerts
@@ -461,7 +477,7 @@ class DashboardState:
                 (c.monitor, c.name), c.name, c.monitor, c.state, c.source, c.reason, c.input_fps,
                 c.snippets_per_s, c.latency_ms, c.queue, c.dropped_snippets, c.score, c.threshold,
                 c.alert_since is not None, None if c.alert_since is None else now - c.alert_since, c.alerts,
-                history, self._quiet(seen, now), c.cooldown_s))
+                history, self._quiet(seen, now), c.cooldown_s, c.levels))
         alerts = []
         for key, a in reversed(self._alerts.items()):
             duration = a.duration_s + (now - a.received_at if a.active else 0.0)
