@@ -85,7 +85,9 @@ def _score(bundle, config, camera, items, duration, stop) -> list:
     for i, url in enumerate(items):
         if stop.is_set() or (duration is not None and learnt >= duration):
             break
-        one = replace(config, cameras=[replace(camera, url=url)])
+        # Only scores: no clips, snapshots or event store while learning.
+        one = replace(config, cameras=[replace(camera, url=url)], alerts=replace(config.alerts, clips=None),
+                      log=replace(config.log, snapshots=None))
         publisher = Publisher(f"inproc://calibrate-{os.getpid()}-{i}", config.monitor_id)
         try:
             engine = Engine(one, bundle, publisher, learn_only=True)
