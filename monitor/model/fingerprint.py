@@ -6,18 +6,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from monitor.model.integrity import sha256
 from monitor.model.manifest import MANIFEST_NAME, Manifest
 
-_CHUNK = 1 << 20
 _cache: dict[tuple, str] = {}   # (path, size, mtime) of every file -> digest: a restart in-process hashes once
-
-
-def _file_sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def bundle_sha(directory: str | Path, manifest: Manifest | None = None) -> str:
@@ -30,6 +22,6 @@ def bundle_sha(directory: str | Path, manifest: Manifest | None = None) -> str:
         return _cache[key]
     digest = hashlib.sha256(b"manifest\0" + files[0].read_bytes())
     for name in sorted(manifest.graphs):
-        digest.update(f"\0{name}\0{_file_sha(directory / manifest.graphs[name].file)}".encode())
+        digest.update(f"\0{name}\0{sha256(directory / manifest.graphs[name].file)}".encode())
     _cache[key] = digest.hexdigest()
     return _cache[key]
