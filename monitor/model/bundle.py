@@ -9,7 +9,7 @@ import onnxruntime as ort
 from monitor.model.manifest import (BACKBONE_INPUTS, BACKBONE_OUTPUTS, SPATIAL_INPUTS, SPATIAL_OUTPUTS,
                               TEMPORAL_INPUTS, TEMPORAL_OUTPUTS, BundleError, Manifest)
 from monitor.model.integrity import check_graph
-from monitor.model.providers import create_session
+from monitor.model.providers import GPU_PROVIDERS, create_session
 
 EXPECTED_IO = {
     "spatial": (SPATIAL_INPUTS, SPATIAL_OUTPUTS),
@@ -35,7 +35,10 @@ def _check_io(name: str, kind: str, manifest_io: dict, session_io: list, source:
 class Bundle:
     """A model bundle on ONNX Runtime: the manifest and one session per graph."""
 
-    def __init__(self, path: str | Path, providers=None, threads: int | None = None):
+    def __init__(self, path: str | Path, providers=None, threads: int | None = None,
+                 io_binding: bool | None = None):
+        """`io_binding`: run the graphs through ONNX Runtime I/O binding (inputs copied to the
+        device once, outputs allocated there); None turns it on where a graph runs on a GPU."""
         self.path = Path(path)
         if not self.path.is_dir():
             raise BundleError(f"{self.path}: no such bundle directory")
@@ -43,18 +46,22 @@ class Bundle:
         source = str(self.path / "manifest.json")
         self._validate_fields(source)
         self.sessions: dict[str, ort.InferenceSession] = {}
+        digests = self.manifest.source.get("sha256", {}) if isinstance(self.manifest.source, dict) else {}
         for name, spec in self.manifest.graphs.items():
             file = self.path / spec.file
             if not file.is_file():
                 raise BundleError(f"{source}: field 'graphs.{name}.file' names {spec.file}, which is not in the bundle")
             check_graph(name, file, self.manifest.source.get("sha256"), source)
             try:
-                session = create_session(str(file), providers, threads)
+                session = create_session(str(file), providers, threads, precision=spec.precision,
+                                         graph_key=digests.get(spec.file) if isinstance(digests, dict) else None)
             except Exception as exc:
                 raise BundleError(f"{file}: ONNX Runtime cannot load it ({exc})") from exc
             _check_io(name, "inputs", spec.inputs, session.get_inputs(), source)
             _check_io(name, "outputs", spec.outputs, session.get_outputs(), source)
             self.sessions[name] = session
+        self.io_binding = {name: (_on_gpu(session) if io_binding is None else bool(io_binding))
+                           for name, session in self.sessions.items()}
 
     def _validate_fields(self, source: str) -> None:
         m = self.manifest
@@ -90,21 +97,47 @@ class Bundle:
     def has_backbone(self) -> bool:
         return "backbone" in self.sessions
 
+    @property
+    def precision(self) -> str:
+        """The backbone's precision (fp32, int8, fp16), where the bundle's cost lies."""
+        graph = self.manifest.graphs.get("backbone") or self.manifest.graphs["temporal"]
+        return graph.precision
+
+    def _run(self, name: str, feeds: dict, run_options=None) -> list[np.ndarray]:
+        session = self.sessions[name]
+        if not self.io_binding[name]:
+            return session.run(None, feeds, run_options)
+        # I/O binding: each input crosses to the session's device once, as the type it has
+        # (uint8 frames stay uint8), and the outputs are written on the device, then fetched.
+        device = "cuda" if _on_gpu(session) else "cpu"
+        binding = session.io_binding()
+        for input_name, value in feeds.items():
+            binding.bind_ortvalue_input(input_name, ort.OrtValue.ortvalue_from_numpy(value, device, 0))
+        for output in session.get_outputs():
+            binding.bind_output(output.name, device, 0)
+        session.run_with_iobinding(binding, run_options)
+        return binding.copy_outputs_to_cpu()
+
     # `run_options`: an onnxruntime.RunOptions whose `terminate` lets another thread stop a run.
     def fuse(self, crops: np.ndarray, patches: np.ndarray | None, run_options=None) -> np.ndarray:
         """[N, C, F] crops (+ [N, ΣP, F] patches) -> [N, C, F] fused crop features."""
         if self.manifest.stage == 1:
             return np.asarray(crops, dtype=np.float32)
-        return self.sessions["spatial"].run(None, {
+        return self._run("spatial", {
             "crops": np.ascontiguousarray(crops, dtype=np.float32),
             "patches": np.ascontiguousarray(patches, dtype=np.float32)}, run_options)[0]
 
     def scores(self, window: np.ndarray, run_options=None) -> np.ndarray:
         """[B, T, C, F] fused snippets -> [B, T] crop-averaged scores."""
-        return self.sessions["temporal"].run(
-            None, {"features": np.ascontiguousarray(window, dtype=np.float32)}, run_options)[0]
+        return self._run(
+            "temporal", {"features": np.ascontiguousarray(window, dtype=np.float32)}, run_options)[0]
 
     def backbone(self, clips: np.ndarray, run_options=None) -> np.ndarray:
         """[N, 3, 16, H, W] clips -> [N, F] features."""
-        return self.sessions["backbone"].run(
-            None, {"clips": np.ascontiguousarray(clips, dtype=np.float32)}, run_options)[0]
+        return self._run(
+            "backbone", {"clips": np.ascontiguousarray(clips, dtype=np.float32)}, run_options)[0]
+
+
+def _on_gpu(session: ort.InferenceSession) -> bool:
+    """True when the session's first (preferred) provider is a GPU one."""
+    return session.get_providers()[0] in GPU_PROVIDERS

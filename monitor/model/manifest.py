@@ -23,6 +23,9 @@ TEMPORAL_INPUTS = ("features",)
 TEMPORAL_OUTPUTS = ("scores",)
 BACKBONE_INPUTS = ("clips",)
 BACKBONE_OUTPUTS = ("features",)
+# Numeric precision of a graph's arithmetic: fp32 as exported, int8 (statically quantised
+# for CPUs) or fp16 (for GPUs); inputs and outputs keep their types whatever the precision.
+PRECISIONS = ("fp32", "int8", "fp16")
 
 
 class BundleError(ValueError):
@@ -34,9 +37,16 @@ class GraphSpec:
     file: str
     inputs: dict[str, list]   # name -> shape (ints for fixed dims, strings for symbolic ones)
     outputs: dict[str, list]
+    precision: str = "fp32"
+    # How a converted graph was made from its fp32 graph and what that was measured to cost
+    # (calibration videos, nodes kept in fp32, feature cosine, score difference).
+    conversion: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "inputs": self.inputs, "outputs": self.outputs}
+        d = {"file": self.file, "inputs": self.inputs, "outputs": self.outputs}
+        if self.precision != "fp32" or self.conversion:  # fp32 manifests stay as they were
+            d.update(precision=self.precision, conversion=self.conversion)
+        return d
 
 
 def patch_counts(grids) -> list[int]:
@@ -148,7 +158,14 @@ class Manifest:
             for part in ("inputs", "outputs"):
                 if not isinstance(spec.get(part), dict):
                     raise BundleError(f"{source}: field '{where}.{part}' must map names to shapes")
-            graphs[name] = GraphSpec(spec["file"], spec["inputs"], spec["outputs"])
+            precision = spec.get("precision", "fp32")
+            if precision not in PRECISIONS:
+                raise BundleError(f"{source}: field '{where}.precision' = {precision!r}: must be one of "
+                                  f"{', '.join(PRECISIONS)}")
+            conversion = spec.get("conversion", {})
+            if not isinstance(conversion, dict):
+                raise BundleError(f"{source}: field '{where}.conversion' must be an object")
+            graphs[name] = GraphSpec(spec["file"], spec["inputs"], spec["outputs"], precision, conversion)
         if stage == 0:
             if "backbone" not in graphs:
                 raise BundleError(f"{source}: field 'graphs.backbone' is missing (stage 0 is a backbone-only bundle)")

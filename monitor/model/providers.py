@@ -57,18 +57,38 @@ def from_flag(text: str, flag: str = "--providers") -> list[str]:
     return names
 
 
-def _options(name: str) -> dict:
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def trt_cache_dir(graph_key: str | None, fp16: bool) -> str:
+    """Where TensorRT keeps the engines it built for one graph, between runs.
+
+    ONNX Runtime names cached engines after the model's path, not its content, so a graph
+    replaced at the same path (an int8 or fp16 re-export, a retrained bundle) would load a
+    stale engine; a directory per graph content (its SHA-256), precision and ONNX Runtime
+    version cannot. Base: $SSRL_TRT_CACHE, else ~/.cache/ssrl-monitor/trt."""
+    base = os.environ.get("SSRL_TRT_CACHE") or os.path.expanduser("~/.cache/ssrl-monitor/trt")
+    key = (graph_key or "unknown")[:16]
+    return os.path.join(base, f"{key}-{'fp16' if fp16 else 'fp32'}-ort{ort.__version__}")
+
+
+def _options(name: str, precision: str = "fp32", graph_key: str | None = None) -> dict:
     if name == "TensorrtExecutionProvider":
-        cache = os.environ.get("SSRL_TRT_CACHE", os.path.expanduser("~/.cache/ssrl-monitor/trt"))
-        return {"trt_fp16_enable": os.environ.get("SSRL_FP16", "1") == "1",
-                "trt_engine_cache_enable": True, "trt_engine_cache_path": cache}
+        # TensorRT's fp16 kernels for fp16 bundles; SSRL_FP16=1 asks for them on fp32 graphs
+        # too (TensorRT then picks per layer), SSRL_FP16=0 refuses them.
+        fp16 = {"1": True, "0": False}.get(os.environ.get("SSRL_FP16", ""), precision == "fp16")
+        cache = trt_cache_dir(graph_key, fp16)
+        return {"trt_fp16_enable": fp16, "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
     return {}
 
 
 def create_session(path: str, providers: list[str] | str | None = None,
-                   threads: int | None = None) -> ort.InferenceSession:
+                   threads: int | None = None, precision: str = "fp32",
+                   graph_key: str | None = None) -> ort.InferenceSession:
     """An InferenceSession on the best provider that really works, without the noise of
-    the ones that do not."""
+    the ones that do not. `precision` and `graph_key` (the graph's SHA-256) set TensorRT's
+    fp16 mode and its engine cache."""
     chosen = resolve(providers)
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -80,7 +100,7 @@ def create_session(path: str, providers: list[str] | str | None = None,
             ort.set_default_logger_severity(4)
             stack.callback(ort.set_default_logger_severity, 2)
             stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-        session = ort.InferenceSession(path, options, providers=[(p, _options(p)) for p in chosen])
+        session = ort.InferenceSession(path, options, providers=[(p, _options(p, precision, graph_key)) for p in chosen])
     got = session.get_providers()
     _failed.update(p for p in chosen if p not in got)
     return session
