@@ -44,8 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="videos (a file or a directory) to calibrate int8 on, or to measure fp16 on "
                         "(default for fp16: the synthetic camera)")
     q.add_argument("--calibration-snippets", type=int, default=DEFAULT_SNIPPETS,
-                   help=f"16-frame snippets taken from the videos, every {HELD_OUT_EVERY}th held out to check "
-                        f"the int8 features on (default {DEFAULT_SNIPPETS})")
+                   help=f"16-frame snippets taken from the videos: int8 calibrates on them, every {HELD_OUT_EVERY}th "
+                        f"held out to check its features on; fp16 is measured on them (default {DEFAULT_SNIPPETS})")
     q.add_argument("--calibration-method", choices=list(METHODS), default="percentile",
                    help="how activation ranges are set from the calibration clips (default percentile)")
     q.add_argument("--int8-min-cosine", type=float, default=DEFAULT_MIN_COSINE,
@@ -96,7 +96,7 @@ def convert(args, console, source: Path, out: Path, label: str | None = None):
             return int8_bundle(source, out, args.calibration, snippets=args.calibration_snippets,
                                min_cosine=args.int8_min_cosine, method=args.calibration_method, label=label, log=log)
     with console.status("converting the graphs to fp16"):
-        return fp16_bundle(source, out, args.calibration, label=label, log=log)
+        return fp16_bundle(source, out, args.calibration, snippets=args.calibration_snippets, label=label, log=log)
 
 
 def report_precision(console, manifest) -> None:
