@@ -13,9 +13,9 @@ import numpy as np
 from monitor.video.preprocess import Geometry, Preprocessor
 from training.extract import find_videos
 
-# Clips per backbone call while calibrating and measuring: bounds the memory ONNX Runtime's
-# calibrator holds (it keeps every intermediate tensor of a call) on full-size backbones.
-CHUNK = 8
+# Pixels per backbone call while calibrating and measuring (two 16 x 224 x 224 clips): ONNX
+# Runtime's calibrator keeps every intermediate tensor of a call, over a GB per full-size clip.
+BATCH_VOXELS = 2 * 16 * 224 * 224
 
 
 class FootageError(ValueError):
@@ -113,14 +113,15 @@ def from_synthetic(snippets: int, seed: int = 7, length: int = 16) -> Footage:
     return Footage(out, [url] * len(out))
 
 
-def backbone_batches(footage: Footage, geometry: Geometry, chunk: int = CHUNK) -> list[np.ndarray]:
+def backbone_batches(footage: Footage, geometry: Geometry, voxels: int = BATCH_VOXELS) -> list[np.ndarray]:
     """The backbone's input batches for every snippet: its crop clips, then its patch clips,
-    in chunks of at most `chunk` clips of one size."""
+    each batch clips of one size and at most `voxels` pixels of them (at least one clip)."""
     pre = Preprocessor(geometry)
     batches = []
     for frames in footage.snippets:
         crops, patches = pre.snippet(frames)
         for clips in (crops, patches):
             if clips is not None:
+                chunk = max(1, voxels // int(np.prod(clips.shape[2:])))
                 batches += [clips[i:i + chunk] for i in range(0, len(clips), chunk)]
     return batches

@@ -163,7 +163,7 @@ def quantize_backbone(source: Path, out: Path, calibration: list[np.ndarray], he
                                 nodes_to_exclude=fp32_nodes, calibrate_method=METHODS[method],
                                 extra_options=extra, **cached)
             agreement = cosines(features(candidate, held_out, threads), reference)
-            mean = float(agreement.mean())
+            mean = round(float(agreement.mean()), 5)
             log(f"  int8 with {len(fp32_nodes)} of {len(layers) + len(narrow)} layers in fp32: "
                 f"feature cosine {mean:.4f} (min {agreement.min():.4f}) on {len(agreement)} held-out clips")
             if best is None or mean > best[0]:
