@@ -9,6 +9,7 @@ Layout (every table optional; see configs/*.toml):
     [engine]   max_batch, max_wait_ms, max_pending, frame_stride
     [publish]  endpoint, connect, high_water_mark, scores
     [log]      events, snapshots, retention_days, max_mb
+    [security] curve_key, curve_authorized, curve_server_key (CURVE on the publisher's socket)
     [alerts]   on, off, min_snippets, cooldown_s, smoothing, target_per_day,
                clips, clip_pre_s, clip_post_s, clips_max_mb, clip_width, clip_ring_mb, clip_codec
     [[cameras]] name, url, transport, loop, pace, fps, stall_timeout_s, backoff_initial_s,
@@ -128,6 +129,15 @@ class PublishSection:
 
 
 @dataclass
+class SecuritySection:
+    """CURVE on the publisher's socket (see monitor/messages/keys.py). Values are files (or
+    `env:VAR` for a key), never keys themselves."""
+    curve_key: str | None = None         # this monitor's key pair: a NAME.key_secret file, or env:VAR
+    curve_authorized: str | None = None  # binding: directory of the subscribers' public keys let in
+    curve_server_key: str | None = None  # connecting to a broker: the broker's public key file (or env:VAR)
+
+
+@dataclass
 class LogSection:
     events: str = "events.db"      # the SQLite event store (monitor.messages.event_store)
     snapshots: str | None = None   # directory for alert JPEGs; None: no snapshots
@@ -142,9 +152,11 @@ class Config:
     engine: EngineSection = field(default_factory=EngineSection)
     publish: PublishSection = field(default_factory=PublishSection)
     log: LogSection = field(default_factory=LogSection)
+    security: SecuritySection = field(default_factory=SecuritySection)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     cameras: list[CameraConfig] = field(default_factory=list)
     source: str = "<defaults>"
+    origins: dict = field(default_factory=dict)  # "publish.endpoint" -> where it was set, for errors
 
     @property
     def monitor_id(self) -> str:
@@ -196,6 +208,9 @@ _RULES: dict[str, tuple] = {
     "publish.high_water_mark": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
     "publish.scores": (lambda v: isinstance(v, bool), "must be true or false"),
     "log.events": (lambda v: isinstance(v, str) and v, "must be a file path"),
+    "security.curve_key": (lambda v: isinstance(v, str) and v, "must be a key file path or env:VAR"),
+    "security.curve_authorized": (lambda v: isinstance(v, str) and v, "must be a directory path"),
+    "security.curve_server_key": (lambda v: isinstance(v, str) and v, "must be a key file path or env:VAR"),
     "log.snapshots": (lambda v: isinstance(v, str), "must be a directory path (\"\" for none)"),
     "log.retention_days": (lambda v: _number(v) and v > 0, "must be a number of days > 0"),
     "log.max_mb": (lambda v: _number(v) and v > 0, "must be a size in MiB > 0"),
@@ -276,7 +291,7 @@ def _overrides(alerts: AlertSettings, table: dict) -> dict:
 MONITOR_WIDE_ALERT_KEYS = ("clips", "clips_max_mb", "clip_codec")
 
 SECTIONS = {"monitor": MonitorSection, "model": ModelSection, "engine": EngineSection,
-            "publish": PublishSection, "log": LogSection}
+            "publish": PublishSection, "log": LogSection, "security": SecuritySection}
 
 
 def from_dict(data: dict, source: str = "<config>") -> Config:
@@ -290,6 +305,12 @@ def from_dict(data: dict, source: str = "<config>") -> Config:
             setattr(config, name, _fill(cls, data[name], name, name, source))
     if config.log.snapshots == "":
         config.log.snapshots = None
+    for key in ("endpoint", "connect"):
+        config.origins[f"publish.{key}"] = f"{source}: key 'publish.{key}'"
+    for key in data.get("security", {}):
+        config.origins[f"security.{key}"] = f"{source}: key 'security.{key}'"
+    check_endpoint(config)
+    check_key_files(config)  # now rather than at the first bind
     if "alerts" in data:
         config.alerts = _alerts(data["alerts"], "alerts", source)
         if config.alerts.clips == "":
@@ -332,6 +353,73 @@ def _check_credentials(camera: CameraConfig, where: str, table: dict) -> None:
     authority = camera.url.split("://", 1)[1].split("/", 1)[0]
     if ":" in authority.rsplit("@", 1)[0] and "@" in authority and (camera.password_env or camera.password_file):
         raise ConfigError(f"{where}.{key}': the URL holds a password already; keep it in one place")
+
+
+def _value_where(origin: str) -> str:
+    """A config key's origin as it prefixes its value in errors: "file: key 'a.b' = 'value'"."""
+    return origin + " =" if "key '" in origin else origin
+
+
+def check_endpoint(config: Config) -> None:
+    """The publish endpoint, bound or connected to, is one ZeroMQ can use as meant."""
+    from monitor.messages.endpoints import EndpointError, parse
+
+    where = config.origins.get("publish.endpoint", "publish.endpoint")
+    try:
+        parse(config.publish.endpoint, _value_where(where), bind=not config.publish.connect)
+    except EndpointError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def check_key_files(config: Config) -> None:
+    """Each [security] key given names a file (or env:VAR) that holds what it should."""
+    sec = config.security
+    if not (sec.curve_key or sec.curve_authorized or sec.curve_server_key):
+        return
+    from monitor.messages import keys
+
+    where = lambda key: _value_where(config.origins.get(f"security.{key}", f"security.{key}"))  # noqa: E731
+    try:
+        if sec.curve_key:
+            keys.load_pair(sec.curve_key, where("curve_key"))
+        if sec.curve_authorized:
+            keys.load_authorized(sec.curve_authorized, where("curve_authorized"))
+        if sec.curve_server_key:
+            keys.load_public(sec.curve_server_key, where("curve_server_key"))
+    except keys.CurveError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def curve_settings(config: Config):
+    """The [security] keys (or their flags) as the publisher uses them: a keys.CurveServer
+    when binding, a keys.CurveClient when connecting to a broker, None without CURVE. Errors
+    name the key or flag, the file and the reason."""
+    sec = config.security
+    if not (sec.curve_key or sec.curve_authorized or sec.curve_server_key):
+        return None
+    from monitor.messages import keys
+
+    origin = lambda key: config.origins.get(f"security.{key}", f"security.{key}")  # noqa: E731
+    try:
+        if not sec.curve_key:
+            given = "curve_authorized" if sec.curve_authorized else "curve_server_key"
+            raise keys.CurveError(f"{origin(given)}: CURVE needs this monitor's key pair too (security.curve_key "
+                                  f"or --curve-key: a NAME.key_secret file from 'run_monitor.py keys')")
+        pair = keys.load_pair(sec.curve_key, _value_where(origin("curve_key")))
+        if config.publish.connect:
+            if not sec.curve_server_key:
+                raise keys.CurveError(f"{origin('curve_key')}: connecting to a broker with CURVE needs the broker's "
+                                      f"public key (security.curve_server_key or --curve-server-key)")
+            server = keys.load_public(sec.curve_server_key, _value_where(origin("curve_server_key")))
+            return keys.CurveClient(pair, server, sec.curve_server_key)
+        if not sec.curve_authorized:
+            raise keys.CurveError(f"{origin('curve_key')}: publishing with CURVE needs the subscribers allowed in "
+                                  f"(security.curve_authorized or --curve-authorized: a directory of their "
+                                  f"NAME.key files)")
+        allowed = keys.load_authorized(sec.curve_authorized, _value_where(origin("curve_authorized")))
+        return keys.CurveServer(pair, allowed, sec.curve_authorized)
+    except keys.CurveError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def name_cameras(cameras: list[CameraConfig], source: str = "<config>") -> None:

@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds of scores in each camera's sparkline (default 300)")
     p.add_argument("--db", metavar="FILE",
                    help="the monitor's event store: lets f / t mark the selected alert false / true (up/down select)")
+    from monitor.messages.keys import add_client_flags
+    add_client_flags(p, server="the monitors' (or broker's)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,11 +33,22 @@ def run(args: argparse.Namespace) -> int:
     from monitor.dashboard.app import terminal_console, watch_socket
     from monitor.redaction import redact
     from monitor.dashboard.state import DashboardState
+    from monitor.messages.endpoints import EndpointError, parse
+    from monitor.messages.feed import Feed
+    from monitor.messages.keys import CurveError, client_from_flags
 
     for name in ("refresh", "stale_after", "history"):
         if not getattr(args, name) > 0:
             print(f"error: --{name.replace('_', '-')} must be > 0, got {getattr(args, name)}", file=sys.stderr)
             return 2
+    endpoints = args.connect or [DEFAULT_ENDPOINT]
+    try:
+        for endpoint in endpoints:
+            parse(endpoint, "--connect", bind=False)
+        curve = client_from_flags(args)
+    except (EndpointError, CurveError) as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 2
     store = None
     if args.db:
         from monitor.messages.event_store import EventStore, StoreError
@@ -47,19 +60,10 @@ def run(args: argparse.Namespace) -> int:
         except StoreError as exc:
             print(f"error: --db {args.db}: {exc}", file=sys.stderr)
             return 2
-    endpoints = args.connect or [DEFAULT_ENDPOINT]
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    problems = []  # handshake failures: shown after the screen is restored, never tearing it
+    sock = Feed(endpoints, curve=curve, context=ctx, on_problem=problems.append)
     try:
-        for endpoint in endpoints:
-            try:
-                sock.connect(endpoint)
-            except zmq.ZMQError as exc:
-                print(f"error: --connect {redact(endpoint)!r}: {exc} "
-                      "(expected e.g. tcp://HOST:PORT or ipc:///path)", file=sys.stderr)
-                return 2
         console = terminal_console()
         if not console.is_terminal:
             print("error: the dashboard draws on a terminal and stdout is not one "
@@ -75,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
             pass  # Ctrl-C is how an operator leaves; the terminal is already restored
         return 0
     finally:
-        sock.close(0)
+        sock.close()
         ctx.term()
         if store is not None:
             store.close()
+        for problem in problems:
+            print(f"warning: {problem}", file=sys.stderr)

@@ -30,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model bundle directory (default: the config's, else the shipped demo bundle)")
     p.add_argument("--publish", metavar="ENDPOINT", help="ZeroMQ endpoint to bind (default tcp://127.0.0.1:5556)")
     p.add_argument("--connect", metavar="ENDPOINT", help="connect to a broker's frontend instead of binding")
+    p.add_argument("--curve-key", metavar="FILE",
+                   help="CURVE: this monitor's key pair (NAME.key_secret from 'keys', or env:VAR); see [security]")
+    p.add_argument("--curve-authorized", metavar="DIR",
+                   help="CURVE, binding: directory of the public keys (NAME.key) of the subscribers let in")
+    p.add_argument("--curve-server-key", metavar="FILE",
+                   help="CURVE, --connect: the broker's public key file (or env:VAR)")
     p.add_argument("--no-dashboard", action="store_true", help="plain log lines even on a terminal")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--providers", help="execution providers in order, e.g. 'cuda,cpu' (default: best available)")
@@ -113,10 +119,17 @@ def build_config(args: argparse.Namespace):
             setattr(config.model, target, getattr(args, key))
     if args.max_batch:
         config.engine.max_batch = args.max_batch
-    if args.publish:
-        config.publish.endpoint, config.publish.connect = args.publish, False
-    if args.connect:
-        config.publish.endpoint, config.publish.connect = args.connect, True
+    if args.publish and args.connect:
+        raise cfgmod.ConfigError("--publish and --connect: give one (bind an endpoint, or connect to a broker)")
+    for flag, value, connect in (("--publish", args.publish, False), ("--connect", args.connect, True)):
+        if value:
+            config.publish.endpoint, config.publish.connect = value, connect
+            config.origins["publish.endpoint"] = flag
+            cfgmod.check_endpoint(config)
+    for key in ("curve_key", "curve_authorized", "curve_server_key"):
+        if getattr(args, key):
+            setattr(config.security, key, getattr(args, key))
+            config.origins[f"security.{key}"] = "--" + key.replace("_", "-")
     if args.monitor_id:
         config.monitor.id = args.monitor_id
     if args.events:
@@ -242,6 +255,7 @@ def _summary(engine, config) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from monitor.model.bundle import Bundle
+    from monitor import config as cfgmod
     from monitor.config import DEMO_BUNDLE, ConfigError
     from monitor.engine import Engine
     from monitor.messages.event_store import EventStore, StoreError
@@ -260,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda signum, _frame: (received.append(signum), stop.set()))
     try:
         config = build_config(args)
+        curve = cfgmod.curve_settings(config)
     except ConfigError as exc:
         refuse(exc, getattr(args, "debug", False))
         return 2
@@ -293,8 +308,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         publisher = Publisher(config.publish.endpoint, config.monitor_id, connect=config.publish.connect,
-                              high_water_mark=config.publish.high_water_mark, sequence=sequence)
+                              high_water_mark=config.publish.high_water_mark, sequence=sequence, curve=curve)
     except PublishError as exc:
+        exc.args = (f"{config.origins.get('publish.endpoint', 'publish.endpoint')}: {exc}",)  # which flag or key
         refuse(exc, getattr(args, "debug", False))
         event_log.close()
         return 2
@@ -331,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
 
     log.info("monitor %s: model %s (stage %d, %s), window %d, look-ahead %d; publishing on %s (%s); "
              "events -> %s (seq from %d)", config.monitor_id, engine.model_info["name"], bundle.manifest.stage,
-             bundle.providers[0], engine.window, engine.lookahead, config.publish.endpoint,
+             bundle.providers[0], engine.window, engine.lookahead, publisher.endpoint,
              "connect" if config.publish.connect else "bind", config.log.events, sequence.first)
     engine.start()
     deadline = None if args.duration is None else time.monotonic() + args.duration

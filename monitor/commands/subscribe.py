@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print each message as one JSON line (topic added)")
     p.add_argument("--count", type=int, metavar="N", help="exit after N messages")
     p.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds without a message")
+    from monitor.messages.keys import add_client_flags
+    add_client_flags(p)
 
 
 def _fmt(v, digits=3) -> str:
@@ -86,17 +88,19 @@ class GapTracker:
 def run(args: argparse.Namespace) -> int:
     import zmq
 
+    from monitor.messages.endpoints import EndpointError, parse
+    from monitor.messages.feed import Feed
+    from monitor.messages.keys import CurveError, client_from_flags
+
     topics = args.topic or [""]
-    context = zmq.Context.instance()
-    sock = context.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    for t in topics:
-        sock.setsockopt_string(zmq.SUBSCRIBE, t)
     try:
-        sock.connect(args.endpoint)
-    except zmq.ZMQError as exc:
-        print(f"error: cannot connect to {args.endpoint}: {exc}", file=sys.stderr)
+        parse(args.endpoint, "endpoint", bind=False)
+        curve = client_from_flags(args)
+    except (EndpointError, CurveError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    sock = Feed([args.endpoint], topics, curve=curve,
+                on_problem=lambda text: print(f"warning: {text}", file=sys.stderr, flush=True))
     track_gaps = topics == [""]
     if not track_gaps:
         print("note: with a topic filter, gaps in seq are not reported (other topics use those numbers)",
@@ -105,19 +109,20 @@ def run(args: argparse.Namespace) -> int:
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(True))
-    poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
     received = 0
     idle = 0.0
     try:
         while not stopping:
-            if not poller.poll(200):
+            if not sock.poll(200):
                 idle += 0.2
                 if args.timeout is not None and idle >= args.timeout:
                     break
                 continue
             idle = 0.0
-            frames = sock.recv_multipart()
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                continue
             if len(frames) != 2:
                 print(f"warning: a message of {len(frames)} frames, expected 2 (topic, JSON); skipped",
                       file=sys.stderr, flush=True)
@@ -144,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             if args.count is not None and received >= args.count:
                 break
     finally:
-        sock.close(0)
+        sock.close()
     if gaps.lost:
         print("lost messages: " + ", ".join(f"{m} {n}" for m, n in gaps.lost.items()), file=sys.stderr)
     return 0

@@ -208,20 +208,19 @@ def run_live(state: DashboardState, pump: Callable[[float], None], stop: threadi
 def watch_socket(sock, state: DashboardState, *, console: Console | None = None,
                  refresh_hz: float = DEFAULT_REFRESH_HZ, stop: threading.Event | None = None,
                  mark: Callable[[str, str, bool], object] | None = None) -> None:
-    """The standalone dashboard: feed `state` from a ZeroMQ SUB socket and draw until `q`,
-    Ctrl-C (KeyboardInterrupt propagates after the terminal is restored) or `stop`."""
+    """The standalone dashboard: feed `state` from a ZeroMQ SUB socket (or anything with its
+    `poll(ms)` and `recv_multipart(flags)`, such as monitor.messages.feed.Feed) and draw until
+    `q`, Ctrl-C (KeyboardInterrupt propagates after the terminal is restored) or `stop`."""
     import zmq
 
     stop = stop or threading.Event()
-    poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
 
     def pump(timeout: float) -> None:
         deadline = time.monotonic() + timeout
         taken = 0
         while taken < DRAIN_LIMIT and not stop.is_set():
             left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(int(left * 1000) + 1):
+            if left <= 0 or not sock.poll(int(left * 1000) + 1):
                 return
             while taken < DRAIN_LIMIT:
                 try:
