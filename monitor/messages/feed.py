@@ -46,7 +46,8 @@ def handshake_problem(event: int, value: int, endpoint: str, curve: bool) -> str
 class Feed:
     """A SUB socket on `endpoints` (already checked) for `topics`. Call `poll` and
     `recv_multipart` as on a socket; `poll` also repairs connections that were lost.
-    `on_problem(text)` hears each handshake failure once per endpoint until one succeeds."""
+    `on_problem(text)` hears each kind of handshake failure once per endpoint until one
+    succeeds."""
 
     def __init__(self, endpoints: list[str], topics=("",), *, curve=None, context: zmq.Context | None = None,
                  on_problem=None, max_message_bytes: int = MAX_MESSAGE_BYTES):
@@ -63,7 +64,7 @@ class Feed:
         if curve is not None:
             curve.secure(self.socket)
         self._events = self.socket.get_monitor_socket(_EVENTS)
-        self._reported: set[str] = set()
+        self._reported: set[tuple[str, str]] = set()  # (endpoint, problem) told since its last success
         self._last_repair: dict[str, float] = {}
         self._due: dict[str, float] = {}
         for endpoint in self.endpoints:
@@ -90,14 +91,14 @@ class Feed:
             kind, value = event["event"], event.get("value", 0)
             for endpoint in self._endpoint_of(event):
                 if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    self._reported.discard(endpoint)
+                    self._reported = {(e, p) for e, p in self._reported if e != endpoint}
                 elif kind == zmq.EVENT_DISCONNECTED:
                     # Not at once for an endpoint repaired a moment ago: a peer refusing us would spin.
                     self._due[endpoint] = max(now, self._last_repair.get(endpoint, 0.0) + REPAIR_INTERVAL_S)
                 else:
                     problem = handshake_problem(kind, value, endpoint, self.curve is not None)
-                    if problem and endpoint not in self._reported:
-                        self._reported.add(endpoint)
+                    if problem and (endpoint, problem) not in self._reported:
+                        self._reported.add((endpoint, problem))
                         self.on_problem(problem)
         for endpoint, when in list(self._due.items()):
             if when <= now:
