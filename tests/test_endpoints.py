@@ -108,7 +108,7 @@ def test_the_config_endpoint_is_refused_naming_the_file_and_key(tmp_path):
 
 def test_a_bind_that_fails_names_the_flag_and_why(tmp_path):
     r = run_cli("--publish", "tcp://192.0.2.1:5556", "--model", str(cached_bundle()), "--no-dashboard",
-                "--events", str(tmp_path / "e.jsonl"))
+                "--events", str(tmp_path / "e.db"))
     assert r.returncode == 2 and r.stderr.startswith("error: --publish: cannot bind tcp://192.0.2.1:5556: "), r.stderr
 
 
@@ -118,7 +118,7 @@ def test_any_free_port_every_interface_is_logged_as_bound_and_warned_about(tmp_p
     hears the monitor) and warns once that the messages are open to the network."""
     video = dark_bright_dark(tmp_path / "v.avi", fps=50)
     proc = monitor(tmp_path, "--model", str(cached_bundle()), "--source", f"cam={video}", "--loop",
-                   "--publish", "tcp://0.0.0.0:*", "--no-dashboard", "--events", str(tmp_path / "e.jsonl"))
+                   "--publish", "tcp://0.0.0.0:*", "--no-dashboard", "--events", str(tmp_path / "e.db"))
     sub = None
     try:
         err = _wait_stderr(proc, "publishing on")

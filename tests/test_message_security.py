@@ -166,7 +166,7 @@ path = "{cached_bundle()}"
 [publish]
 endpoint = "{ep}"
 [log]
-events = "{tmp_path / 'events.jsonl'}"
+events = "{tmp_path / 'events.db'}"
 [security]
 curve_key = "{keys / 'server.key_secret'}"
 curve_authorized = "{keys / 'authorized'}"
@@ -251,7 +251,7 @@ def test_a_curve_broker_relays_its_monitors_and_nothing_forged(tmp_path):
     video = dark_bright_dark(tmp_path / "door.avi", dark=64, bright=48, after=64, fps=50)
     mon = monitor(tmp_path, "--model", str(cached_bundle()), "--source", f"door={video}", "--loop",
                   "--connect", front, "--monitor-id", "site", "--curve-key", str(k / "site.key_secret"),
-                  "--curve-server-key", str(k / "broker.key"), "--events", str(tmp_path / "events.jsonl"), *COMMON)
+                  "--curve-server-key", str(k / "broker.key"), "--events", str(tmp_path / "events.db"), *COMMON)
     viewer = Process([*SUBSCRIBE, back, "--json", "--curve-key", str(k / "viewer.key_secret"),
                       "--curve-server-key", str(k / "broker.key")], tmp_path, "viewer")
     broker_public = zmq.auth.load_certificate(k / "broker.key")[0]

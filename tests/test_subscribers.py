@@ -9,7 +9,7 @@ import time
 import pytest
 import zmq
 
-from monitor.messages.event_log import read_events
+from monitor.messages.event_store import read_store
 from tests.factories import cached_bundle, dark_bright_dark
 from tests.live_helpers import ROOT, TIMEOUT, Process, Subscriber, endpoint, monitor, write_config
 from tests.zmtp_helpers import RawSubscriber, silent_client
@@ -58,7 +58,7 @@ def test_stuck_and_vanished_subscribers_cost_a_healthy_one_nothing(tmp_path, bun
     gap, and every alert the monitor stored."""
     video = dark_bright_dark(tmp_path / "v.avi", dark=32, bright=32, after=32, fps=200)
     ep = endpoint()
-    events = tmp_path / "events.jsonl"
+    events = tmp_path / "events.db"
     config = write_config(tmp_path / "fanout.toml", f"""
 [monitor]
 id = "fanout"
@@ -117,7 +117,7 @@ loop = true
 
     seqs = [m["seq"] for _, m, _ in healthy.messages]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "the healthy subscriber saw a gap in seq"
-    stored = [(e["seq"], e["alert_id"], e["event"]) for e in read_events(events)]
+    stored = [(e["seq"], e["alert_id"], e["event"]) for e in read_store(events)]
     received = [(m["seq"], m["alert_id"], m["event"]) for m in healthy.of("alert.")]
     assert stored and stored[0][0] > seqs[0] and received == stored  # every alert stored was received
     assert healthy.of("status")[-1]["dropped_messages"] == 0   # the socket refused no send
@@ -145,7 +145,7 @@ endpoint = "{front}"
 connect = true
 high_water_mark = 10
 [log]
-events = "{tmp_path / 'events.jsonl'}"
+events = "{tmp_path / 'events.db'}"
 [[cameras]]
 name = "cam"
 url = "{video}"
