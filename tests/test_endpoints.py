@@ -121,7 +121,7 @@ def test_any_free_port_every_interface_is_logged_as_bound_and_warned_about(tmp_p
                    "--publish", "tcp://0.0.0.0:*", "--no-dashboard", "--events", str(tmp_path / "e.db"))
     sub = None
     try:
-        err = _wait_stderr(proc, "publishing on")
+        err = _wait_stderr(proc, " (bind); ")
         found = re.search(r"publishing on tcp://0\.0\.0\.0:(\d+) \(bind\)", err)
         assert found, err
         port = int(found.group(1))

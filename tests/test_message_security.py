@@ -187,19 +187,20 @@ loop = true
              "an alert start and end at the authorized subscriber", mon, allowed, stranger, plain)
         assert mon.terminate() == 0, mon.stderr()
         for sub in (allowed, stranger, plain):
-            assert sub.terminate() == 0, sub.stderr()
+            assert sub.terminate() == 0, (sub.proc.args, sub.stderr())
     finally:
         for proc in (mon, allowed, stranger, plain):
             proc.kill()
     assert stranger.stdout() == "" and "refused this client's CURVE key" in stranger.stderr(), stranger.stderr()
-    assert plain.stdout() == "" and "it uses CURVE" in plain.stderr(), plain.stderr()
+    assert plain.stdout() == "" and "uses CURVE" in plain.stderr(), plain.stderr()
     err = mon.stderr()
     stranger_public = zmq.auth.load_certificate(tmp_path / "other" / "stranger.key")[0].decode()
     assert f"refused a subscriber with an unknown CURVE key {stranger_public}" in err, err
-    assert "CURVE on" in err and "readable by anyone" not in err
+    assert "CURVE on" in err and "readable by anyone" not in err, err
     secrets = [secret_of(keys / "server.key_secret"), secret_of(keys / "client.key_secret")]
-    for text in (err, mon.stdout(), allowed.stdout(), allowed.stderr(), stranger.stderr(), plain.stderr()):
-        assert not any(secret in text for secret in secrets)
+    for name, text in (("monitor", err), ("monitor stdout", mon.stdout()), ("allowed", allowed.stdout()),
+                       ("allowed stderr", allowed.stderr()), ("stranger", stranger.stderr()), ("plain", plain.stderr())):
+        assert not any(secret in text for secret in secrets), f"a secret key in the {name} output"
 
 
 # ----------------------------------------------------------------------------- a broker

@@ -20,7 +20,7 @@ import threading
 
 HELP = "relay many monitors to many subscribers (ZeroMQ XSUB/XPUB proxy)"
 FRONTEND, BACKEND = "tcp://127.0.0.1:5559", "tcp://127.0.0.1:5560"
-MAX_MESSAGE_BYTES = 4 << 20     # the contract's messages are a few KiB; nobody can make the broker hold gigabytes
+MAX_MESSAGE_BYTES = 1 << 20     # the contract's messages are a few KiB; a bigger one closes its sender's connection
 log = logging.getLogger("monitor.broker")
 
 
@@ -59,9 +59,8 @@ def _curve(args):
 def run(args: argparse.Namespace) -> int:
     import zmq
 
-    from monitor.messages.endpoints import EndpointError, describe_bound, parse
+    from monitor.messages.endpoints import EndpointError, describe_bound, parse, stays_on_this_machine
     from monitor.messages.keys import CurveError, Gatekeeper
-    from monitor.messages.publisher import stays_on_this_machine
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))

@@ -145,6 +145,15 @@ def _check_host(host: str, bind: bool, refuse) -> None:
         raise refuse(f"host {host!r} is not a host name, an IP address or an interface name")
 
 
+def stays_on_this_machine(endpoint: str) -> bool:
+    """For an endpoint libzmq already took (e.g. the one bound): ipc, or tcp on a loopback
+    address, which nobody on the network can reach."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    return is_loopback_host(rest.rpartition(":")[0].strip("[]"))
+
+
 def describe_bound(endpoint: str) -> str:
     """How the log says where a socket listens: `*` and 0.0.0.0 spelled out."""
     host = endpoint.split("://", 1)[-1].rpartition(":")[0].strip("[]")

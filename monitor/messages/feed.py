@@ -19,7 +19,7 @@ import time
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-MAX_MESSAGE_BYTES = 4 << 20     # the contract's messages are a few KiB; a hostile peer cannot send gigabytes
+MAX_MESSAGE_BYTES = 1 << 20     # the contract's messages are a few KiB; a bigger one closes the connection
 REPAIR_INTERVAL_S = 1.0         # per endpoint, so a peer that drops every handshake cannot spin us
 
 _EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -39,7 +39,8 @@ def handshake_problem(event: int, value: int, endpoint: str, curve: bool) -> str
             return f"{endpoint}: the CURVE handshake failed (is --curve-server-key that server's public key?)"
         return f"{endpoint}: the handshake failed (ZMTP protocol error {value:#x})"
     if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-        return f"{endpoint}: the handshake failed" + (" (is --curve-server-key that server's public key?)" if curve else "")
+        return f"{endpoint}: the handshake failed " + ("(is --curve-server-key that server's public key?)" if curve else
+                                                      "(if the server uses CURVE, give --curve-key and --curve-server-key)")
     return None
 
 

@@ -24,7 +24,7 @@ import time
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from monitor.messages.endpoints import describe_bound, is_loopback_host
+from monitor.messages.endpoints import describe_bound, stays_on_this_machine
 
 SCHEMA = 1
 log = logging.getLogger("monitor.messages.publisher")
@@ -36,14 +36,6 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def stays_on_this_machine(endpoint: str) -> bool:
-    """ipc, or tcp on a loopback address: nobody on the network can read it."""
-    scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
-    return is_loopback_host(rest.rpartition(":")[0].strip("[]"))
 
 
 class PublishError(RuntimeError):
