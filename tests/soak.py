@@ -68,11 +68,13 @@ class SoakResult:
         return [s for s in self.samples if s.t >= self.warmup_s]
 
     def rss_change(self) -> float:
-        """RSS at the end over RSS just after warm-up (medians of a few samples each), minus 1."""
+        """RSS at the end over RSS just after warm-up, minus 1: medians of the first and the last
+        third of the samples after warm-up, since the allocator's RSS swings by a few % from
+        one sample to the next (freed arenas handed back or not)."""
         kept = self.after_warmup()
         if len(kept) < 6:
             return float("nan")
-        k = max(3, len(kept) // 10)
+        k = len(kept) // 3
         return statistics.median(s.rss_mb for s in kept[-k:]) / statistics.median(s.rss_mb for s in kept[:k]) - 1
 
     def growth(self, what: str) -> int:
