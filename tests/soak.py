@@ -78,8 +78,14 @@ class SoakResult:
         return statistics.median(s.rss_mb for s in kept[-k:]) / statistics.median(s.rss_mb for s in kept[:k]) - 1
 
     def growth(self, what: str) -> int:
+        """Threads or fds held at the end beyond those held after warm-up: the least of the last
+        third of the samples against the least of the first third, so that a thread that lives
+        for a moment (a stream being reopened) is not counted, and one that stays is."""
         kept = self.after_warmup()
-        return max(getattr(s, what) for s in kept[-3:]) - min(getattr(s, what) for s in kept[:3]) if kept else 0
+        if len(kept) < 6:
+            return 0
+        k = len(kept) // 3
+        return min(getattr(s, what) for s in kept[-k:]) - min(getattr(s, what) for s in kept[:k])
 
     def table(self) -> str:
         rows = ["| fault | how it was injected | what the monitor did | recovered |", "|---|---|---|---|"]
