@@ -12,6 +12,7 @@ Used by tests/test_soak.py (a few minutes, in CI) and benchmarks/soak.py (as lon
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -38,6 +39,7 @@ class Sample:
     rss_mb: float
     threads: int
     fds: int
+    held: tuple = ()  # thread names and fd targets, to say what grew when something did
 
 
 @dataclass
@@ -67,38 +69,48 @@ class SoakResult:
     def after_warmup(self) -> list[Sample]:
         return [s for s in self.samples if s.t >= self.warmup_s]
 
-    def rss_change(self) -> float:
-        """RSS at the end over RSS just after warm-up, minus 1: medians of the first and the last
-        third of the samples after warm-up, since the allocator's RSS swings by a few % from
-        one sample to the next (freed arenas handed back or not)."""
-        kept = self.after_warmup()
-        if len(kept) < 6:
-            return float("nan")
-        k = len(kept) // 3
-        return statistics.median(s.rss_mb for s in kept[-k:]) / statistics.median(s.rss_mb for s in kept[:k]) - 1
+    def baseline(self) -> list[Sample]:
+        """The last 10 s of the warm-up: everything open and streaming, no fault yet."""
+        return [s for s in self.samples if self.warmup_s - 10.0 <= s.t < self.warmup_s]
 
-    def growth(self, what: str) -> int:
-        """Threads or fds held at the end beyond those held after warm-up: the least of the last
-        third of the samples against the least of the first third, so that a thread that lives
-        for a moment (a stream being reopened) is not counted, and one that stays is."""
+    def final(self) -> list[Sample]:
+        """The last sixth of the run (at least three samples), after the last fault has cleared."""
         kept = self.after_warmup()
-        if len(kept) < 6:
-            return 0
-        k = len(kept) // 3
-        return min(getattr(s, what) for s in kept[-k:]) - min(getattr(s, what) for s in kept[:k])
+        return kept[-max(3, len(kept) // 6):]
+
+    def _change(self, what: str) -> float:
+        base, end = self.baseline(), self.final()
+        if not base or not end:
+            return float("nan")
+        return statistics.median(getattr(s, what) for s in end) - statistics.median(getattr(s, what) for s in base)
+
+    def rss_change(self) -> float:
+        """RSS at the end over RSS at the end of the warm-up, minus 1 (medians, since the
+        allocator's RSS swings by a few % from one sample to the next)."""
+        base = self.baseline()
+        return self._change("rss_mb") / statistics.median(s.rss_mb for s in base) if base else float("nan")
+
+    def growth(self, what: str) -> float:
+        """Threads or fds held at the end beyond those held at the end of the warm-up; a
+        camera being reopened holds one thread less for a moment, so both ends are medians."""
+        return self._change(what)
 
     def table(self) -> str:
         rows = ["| fault | how it was injected | what the monitor did | recovered |", "|---|---|---|---|"]
         rows += [f"| {f.name} | {f.injected} | {f.seen or '–'} | {'yes' if f.recovered else 'NO'} |"
                  for f in self.faults]
-        kept = self.after_warmup()
         rows += ["", f"alerts stored {self.alerts_stored}, received by the subscriber that stayed "
                      f"{self.alerts_received}, missing {len(self.missing)}; seq gaps seen {self.seq_gaps}; "
                      f"{self.messages} messages; exit code {self.exit_code}"]
-        if kept:
-            rows += [f"RSS after warm-up {kept[0].rss_mb:.1f} MB, at the end {kept[-1].rss_mb:.1f} MB "
-                     f"(change {self.rss_change() * 100:+.1f} %); threads {kept[0].threads} → {kept[-1].threads}; "
-                     f"fds {kept[0].fds} → {kept[-1].fds}; {self.seconds:.0f} s"]
+        base, end = self.baseline(), self.final()
+        if base and end:
+            grew = collections.Counter(end[-1].held) - collections.Counter(base[-1].held)
+            if grew:
+                rows += [f"held at the end beyond warm-up: {dict(grew)}"]
+        if base and end:
+            rows += [f"RSS at the end of warm-up {base[-1].rss_mb:.1f} MB, at the end {end[-1].rss_mb:.1f} MB "
+                     f"(change of the medians {self.rss_change() * 100:+.1f} %); threads {base[-1].threads} → "
+                     f"{end[-1].threads}; fds {base[-1].fds} → {end[-1].fds}; {self.seconds:.0f} s"]
         return "\n".join(rows)
 
 
@@ -109,7 +121,16 @@ def proc_sample(pid: int, t0: float) -> Sample | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return Sample(time.monotonic() - t0, int(fields["VmRSS"].split()[0]) / 1024.0, int(fields["Threads"]), fds)
+    held = []
+    for kind, folder in (("thread", "task"), ("fd", "fd")):
+        for entry in os.listdir(f"/proc/{pid}/{folder}"):
+            try:
+                held.append(f"{kind} " + (Path(f"/proc/{pid}/task/{entry}/comm").read_text().strip() if kind == "thread"
+                                          else os.readlink(f"/proc/{pid}/fd/{entry}").split("[")[0]))
+            except OSError:
+                pass
+    return Sample(time.monotonic() - t0, int(fields["VmRSS"].split()[0]) / 1024.0, int(fields["Threads"]), fds,
+                  tuple(sorted(held)))
 
 
 class Collector(threading.Thread):
@@ -264,7 +285,11 @@ url = "synthetic://square?seed=900000077&rate=4&fps=15"
                  120) is None:
             raise AssertionError(f"cameras never streamed; stderr:\n{mon.stderr()[-3000:]}")
         raw = socket.create_connection(("127.0.0.1", pub_port))  # connects, never reads
-        span = max(seconds - warmup_s, 60.0) / cycles
+        # Warm-up runs from the moment everything is connected and streaming, so that what is
+        # opened at start (streams, subscribers, lazily started threads) is in the baseline.
+        warmup_s += time.monotonic() - t0
+        seconds = max(seconds, warmup_s + 60.0 * cycles)
+        span = (seconds - warmup_s) / cycles
         for cycle in range(cycles):
             start = warmup_s + cycle * span
             _sleep_until(t0, start)

@@ -9,7 +9,7 @@ from tests.soak import soak
 
 @pytest.mark.slow
 def test_soak_with_faults_on_a_schedule(tmp_path):
-    result = soak(tmp_path, seconds=210, warmup_s=60)
+    result = soak(tmp_path, seconds=240, warmup_s=60)
     print(result.table())
     assert result.exit_code == 0, result.stderr_tail
     assert "Traceback" not in result.stderr_tail
