@@ -70,30 +70,33 @@ class SoakResult:
         return [s for s in self.samples if s.t >= self.warmup_s]
 
     def baseline(self) -> list[Sample]:
-        """The last 10 s of the warm-up: everything open and streaming, no fault yet."""
-        return [s for s in self.samples if self.warmup_s - 10.0 <= s.t < self.warmup_s]
+        """The last 20 s of the warm-up: everything open and streaming, no fault yet."""
+        return [s for s in self.samples if self.warmup_s - 20.0 <= s.t < self.warmup_s]
 
     def final(self) -> list[Sample]:
         """The last sixth of the run (at least three samples), after the last fault has cleared."""
         kept = self.after_warmup()
         return kept[-max(3, len(kept) // 6):]
 
-    def _change(self, what: str) -> float:
+    def _floor(self, samples: list[Sample], what: str) -> float:
+        return min(getattr(s, what) for s in samples)
+
+    def rss_change(self) -> float:
+        """The RSS floor at the end over the floor at the end of the warm-up, minus 1. Floors
+        (the least of each window), because RSS swings by up to ~8 % from one sample to the next
+        as a batch's large buffers are mapped and handed back; what leaks raises the floor."""
         base, end = self.baseline(), self.final()
         if not base or not end:
             return float("nan")
-        return statistics.median(getattr(s, what) for s in end) - statistics.median(getattr(s, what) for s in base)
-
-    def rss_change(self) -> float:
-        """RSS at the end over RSS at the end of the warm-up, minus 1 (medians, since the
-        allocator's RSS swings by a few % from one sample to the next)."""
-        base = self.baseline()
-        return self._change("rss_mb") / statistics.median(s.rss_mb for s in base) if base else float("nan")
+        return self._floor(end, "rss_mb") / self._floor(base, "rss_mb") - 1
 
     def growth(self, what: str) -> float:
-        """Threads or fds held at the end beyond those held at the end of the warm-up; a
-        camera being reopened holds one thread less for a moment, so both ends are medians."""
-        return self._change(what)
+        """Threads or fds held at the end beyond those held at the end of the warm-up (medians:
+        a camera being reopened holds one thread less for a moment)."""
+        base, end = self.baseline(), self.final()
+        if not base or not end:
+            return 0.0
+        return statistics.median(getattr(s, what) for s in end) - statistics.median(getattr(s, what) for s in base)
 
     def table(self) -> str:
         rows = ["| fault | how it was injected | what the monitor did | recovered |", "|---|---|---|---|"]
@@ -109,7 +112,7 @@ class SoakResult:
                 rows += [f"held at the end beyond warm-up: {dict(grew)}"]
         if base and end:
             rows += [f"RSS at the end of warm-up {base[-1].rss_mb:.1f} MB, at the end {end[-1].rss_mb:.1f} MB "
-                     f"(change of the medians {self.rss_change() * 100:+.1f} %); threads {base[-1].threads} → "
+                     f"(floors {self._floor(base, 'rss_mb'):.1f} → {self._floor(end, 'rss_mb'):.1f} MB, {self.rss_change() * 100:+.1f} %); threads {base[-1].threads} → "
                      f"{end[-1].threads}; fds {base[-1].fds} → {end[-1].fds}; {self.seconds:.0f} s"]
         return "\n".join(rows)
 
