@@ -224,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from_args(argv=None) -> TrainOptions:
     args = vars(build_parser().parse_args(argv))
     config = args.pop("config", None)
+    args.pop("debug", None)  # read by monitor.errors.guarded, not a training option
     values = read_toml(config) if config is not None else {}
     for name, value in args.items():
         values[name] = tuple(value) if isinstance(value, list) else value
