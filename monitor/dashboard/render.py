@@ -25,7 +25,7 @@ GAP = 2                       # spaces between two columns
 ALERT_ROW_STYLE = "on grey23"
 NEAR = 0.75                   # a score above NEAR * threshold is shown as "getting close"
 OK_STYLE, NEAR_STYLE, HOT_STYLE = "green", "yellow", "bold red"
-STATE_STYLES = {"streaming": "green", "reconnecting": "yellow", "stalled": "bold red",
+STATE_STYLES = {"streaming": "green", "reconnecting": "yellow", "stalled": "bold red", "faulty": "bold magenta",
                 "starting": "dim", "ended": "dim"}
 COOLDOWN_STYLE = "cyan"
 WARNING_STYLE = "bold black on yellow"
