@@ -197,10 +197,49 @@ loop = true
     stranger_public = zmq.auth.load_certificate(tmp_path / "other" / "stranger.key")[0].decode()
     assert f"refused a subscriber with an unknown CURVE key {stranger_public}" in err, err
     assert "CURVE on" in err and "readable by anyone" not in err, err
+    print(f"CURVE monitor: authorized subscriber {len(json_lines(allowed))} messages "
+          f"({len(alerts_from(allowed, 'secure'))} alerts), unknown key {len(json_lines(stranger))}, plain "
+          f"{len(json_lines(plain))}")
     secrets = [secret_of(keys / "server.key_secret"), secret_of(keys / "client.key_secret")]
     for name, text in (("monitor", err), ("monitor stdout", mon.stdout()), ("allowed", allowed.stdout()),
                        ("allowed stderr", allowed.stderr()), ("stranger", stranger.stderr()), ("plain", plain.stderr())):
         assert not any(secret in text for secret in secrets), f"a secret key in the {name} output"
+
+
+@pytest.mark.slow
+def test_the_dashboard_takes_client_keys(tmp_path):
+    """`dashboard --connect` with the client's keys shows a CURVE monitor's camera; with a key
+    the monitor does not know it shows none, and says why once the screen is restored."""
+    from tests.test_dashboard_terminal import EXITED, Tmux, dashboard_cmd, row
+
+    keys = make_keys(tmp_path / "k")
+    make_keys(tmp_path / "other", "stranger")
+    ep = endpoint()
+    video = dark_bright_dark(tmp_path / "door.avi", fps=50)
+    mon = monitor(tmp_path, "--model", str(cached_bundle()), "--source", f"door={video}", "--loop", "--publish", ep,
+                  "--curve-key", str(keys / "server.key_secret"), "--curve-authorized", str(keys / "authorized"),
+                  "--events", str(tmp_path / "events.db"), *COMMON)
+    server = str(keys / "server.key")
+    allowed, stranger = Tmux(), Tmux()
+    try:
+        allowed.start(dashboard_cmd("--connect", ep, "--curve-key", str(keys / "client.key_secret"),
+                                    "--curve-server-key", server))
+        stranger.start(dashboard_cmd("--connect", ep, "--curve-key", str(tmp_path / "other" / "stranger.key_secret"),
+                                     "--curve-server-key", server, "--stale-after", "1"))
+        allowed.wait_for("the CURVE monitor's camera, streaming", lambda s: "streaming" in (row(s, "door") or ""),
+                         timeout_s=120)
+        screen = stranger.screen()
+        assert row(screen, "door") is None, screen   # over the same time: nothing
+        stranger.keys("q")
+        screen = stranger.wait_for("the refused dashboard to exit", lambda s: EXITED.search(s) is not None)
+        assert "refused this client's CURVE key" in screen, screen
+        allowed.keys("q")
+        allowed.wait_for("the dashboard to exit", lambda s: EXITED.search(s) is not None)
+        assert mon.terminate() == 0, mon.stderr()
+    finally:
+        allowed.close()
+        stranger.close()
+        mon.kill()
 
 
 # ----------------------------------------------------------------------------- a broker
@@ -220,6 +259,7 @@ class Forger:
             sock.connect(frontend)
             self.sockets.append(sock)
         self.stop = threading.Event()
+        self.sent = 0
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
@@ -231,6 +271,7 @@ class Forger:
             for sock in self.sockets:
                 forged["seq"] += 1
                 sock.send_multipart([b"alert.door", json.dumps(forged).encode()])
+        self.sent = forged["seq"]
 
     def close(self) -> None:
         self.stop.set()
@@ -272,6 +313,8 @@ def test_a_curve_broker_relays_its_monitors_and_nothing_forged(tmp_path):
     monitors = {m.get("monitor") for m in json_lines(viewer) if "monitor" in m}
     assert monitors == {"site"}, monitors  # nothing forged was relayed
     assert "refused a publisher with an unknown CURVE key" in broker.stderr()
+    real = [m for m in json_lines(viewer) if m.get("monitor") == "site"]
+    print(f"CURVE broker: {forger.sent} forged alerts sent by 3 forgers, 0 relayed; {len(real)} real messages relayed")
 
 
 def test_without_curve_a_forged_alert_is_relayed_as_real(tmp_path):
@@ -288,3 +331,4 @@ def test_without_curve_a_forged_alert_is_relayed_as_real(tmp_path):
         viewer.kill()
         broker.kill()
     assert "forged ALERT START door: score 1.000" in viewer.stdout()
+    print(f"plain broker: {forger.sent} forged alerts sent, {viewer.stdout().count('forged ALERT START')} printed by subscribe")

@@ -124,6 +124,10 @@ loop = true
     # The raw subscriber's queue did fill: it holds an early stretch of seq and nothing since.
     assert stuck_seqs and stuck_seqs[-1] < seqs[-1] - 200, (len(stuck_seqs), stuck_seqs[-1:], seqs[-1])
     assert "stopped;" in proc.stderr()
+    # The fault table's figures (python -m pytest tests/test_subscribers.py -rP shows them).
+    print(f"stuck subscribers: healthy received {len(seqs)} messages, seq {seqs[0]}..{seqs[-1]} without a gap; "
+          f"alerts stored {len(stored)}, received {len(received)}; the stuck raw subscriber got {len(stuck_seqs)} "
+          f"(seq up to {stuck_seqs[-1]}); dropped_messages {healthy.of('status')[-1]['dropped_messages']}")
 
 
 @pytest.mark.slow
@@ -186,3 +190,9 @@ loop = true
     assert any("GAP from monitor site" in n for n in notes), notes  # the subscriber knows what it missed
     seqs = [m["seq"] for m in _json_lines(sub) if m.get("monitor") == "site"]
     assert seqs == sorted(seqs)
+    lost = sum(int(n.split(": ")[1].split(" ")[0]) for n in notes if "GAP from monitor site" in n)
+    stored = read_store(tmp_path / "events.db")
+    received = {(m["seq"], m["event"]) for m in _json_lines(sub) if m.get("topic", "").startswith("alert.")}
+    dropped = max(m["dropped_messages"] for m in _json_lines(sub) if m.get("topic") == "status")
+    print(f"broker restart: the subscriber missed {lost} messages (seq gaps), the monitor counted {dropped} dropped; "
+          f"alerts stored {len(stored)}, received {sum((e['seq'], e['event']) in received for e in stored)}")
