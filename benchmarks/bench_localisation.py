@@ -16,12 +16,17 @@ the boxes the camera drew for anomalous event parts in the frames that message c
 - pointed: the box overlaps (positive area) a true box in those frames;
 - hottest cell: the hottest cell of `heat` overlaps a true box (a stricter reading);
 - chance: the share of places a box of the same size, put uniformly at random in the frame,
-  would overlap a true box (what pointing anywhere would score; the box's size matters);
+  would overlap a true box (what pointing anywhere would score; the box's size matters), and
+  for the hottest cell, the share of the finest grid's cells that overlap a true box;
 
 overall, and on small anomalies (every true box in those frames belongs to an event whose
 largest box covers at most 5 % of the frame, monitor.video.synthetic.SMALL_AREA). Alerts with
 no anomalous part in their frames are counted apart (false alerts point at nothing). Both
 occlusions are measured (`mean`, the monitor's, and `zero`); the live monitor uses `mean`.
+
+`--published-cost` adds what locating one snippet costs at the published size (F = 2048, ten
+crops, grids 23 35 47, a window of 32; seeded weights, exported with PyTorch) against scoring
+its window once.
 """
 from __future__ import annotations
 
@@ -149,10 +154,11 @@ def judge(result: dict, occlusion: str, rng) -> list[dict]:
             x0, y0, x1, y1 = message["box"]
             row.update(pointed=any(overlaps(message["box"], t) for t in truths),
                        hottest=any(overlaps(cell, t) for t in truths),
+                       cell_chance=float(np.mean([any(overlaps(c, t) for t in truths) for c in result["cells"]])),
                        chance=chance(message["box"], truths, rng), area=(x1 - x0) * (y1 - y0),
                        small=all(result["small"].get(e, False) for e, _ in parts))
         elif parts:
-            row.update(pointed=False, hottest=False, chance=0.0, area=0.0,
+            row.update(pointed=False, hottest=False, chance=0.0, cell_chance=0.0, area=0.0,
                        small=all(result["small"].get(e, False) for e, _ in parts))
         rows.append(row)
     return rows
@@ -164,9 +170,10 @@ def summarise(rows: list[dict], label: str) -> str:
     pointed = np.mean([r["pointed"] for r in rows])
     hottest = np.mean([r["hottest"] for r in rows])
     chance_ = np.mean([r["chance"] for r in rows])
+    cell_chance = np.mean([r["cell_chance"] for r in rows])
     area = np.mean([r["area"] for r in rows])
-    return (f"   {label:<22} {len(rows):>4}   pointed {pointed:6.1%}   hottest cell {hottest:6.1%}   "
-            f"chance {chance_:6.1%}   box {area:5.1%} of the frame")
+    return (f"   {label:<20} {len(rows):>4}   pointed {pointed:6.1%} (chance {chance_:5.1%})   "
+            f"hottest cell {hottest:6.1%} (chance {cell_chance:5.1%})   box {area:5.1%} of the frame")
 
 
 def main() -> None:
@@ -176,6 +183,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--rate", type=float, default=3.0, help="anomalies per minute")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--published-cost", action="store_true", help="also time one located snippet at the published size")
     args = p.parse_args()
 
     videos = [Video(SEEDS + k, args.seconds, args.rate) for k in range(args.videos)]
@@ -204,6 +212,41 @@ def main() -> None:
             print(summarise(true, "on an anomaly"))
             print(summarise([r for r in true if r["small"]], "on small anomalies"))
             print(summarise([r for r in true if not r["small"]], "on large anomalies"))
+    if args.published_cost:
+        published_cost()
+
+
+def published_cost(repeats: int = 3) -> None:
+    """One located snippet against one scored window, at the published size (CPU provider)."""
+    import tempfile
+    from export.__main__ import main as export_main
+    from monitor.alerts.localisation import Localiser, SnippetContext
+    from monitor.model.bundle import Bundle
+    from tests.head_helpers import seeded_model
+    from training.checkpoint import save_checkpoint
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(seeded_model(4, feature_size=2048), Path(tmp) / "ckpt.pkl")
+        assert export_main(["--checkpoint", str(Path(tmp) / "ckpt.pkl"), "--out", str(Path(tmp) / "b")]) == 0
+        bundle = Bundle(Path(tmp) / "b", providers=["cpu"])
+        rng = np.random.default_rng(0)
+        m = bundle.manifest
+        ctx = SnippetContext(rng.standard_normal((m.window, m.crops, m.feature_size), dtype=np.float32), m.window - 1,
+                             rng.standard_normal((m.crops, m.feature_size), dtype=np.float32),
+                             rng.standard_normal((sum(m.patches), m.feature_size), dtype=np.float32))
+        localiser = Localiser(bundle, (340, 256))
+        localiser.heat(ctx)
+        bundle.scores(ctx.window[None])
+        t = time.perf_counter()
+        for _ in range(repeats):
+            bundle.scores(ctx.window[None])
+        window_s = (time.perf_counter() - t) / repeats
+        t = time.perf_counter()
+        for _ in range(repeats):
+            localiser.heat(ctx)
+        locate_s = (time.perf_counter() - t) / repeats
+    print(f"\npublished size (F 2048, 10 crops, 49 patches, window {m.window}, CPU): one window scored in "
+          f"{window_s * 1e3:.0f} ms; one snippet located in {locate_s * 1e3:.0f} ms "
+          f"({sum(m.patches) + 1} variants through spatial and temporal)")
 
 
 if __name__ == "__main__":
