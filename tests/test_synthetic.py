@@ -132,3 +132,19 @@ def test_recording_with_ground_truth_beside_it(tmp_path):
     assert n == len(labels) == meta["frames"] == 40
     assert labels.sum() > 0 and meta["events"]
     assert all(int(i) < 40 for i in meta["boxes"])
+
+
+def test_a_live_camera_keeps_no_history_and_draws_the_same_frames():
+    # A live camera runs for days: its past events, labels and boxes must not pile up, and
+    # dropping them must not change a seeded draw.
+    url = "synthetic://soak?seed=900000077&rate=6&fps=15&width=160&height=120&first=1&realtime=0"
+    kept, live = SyntheticCamera.from_url(url), SyntheticCamera.from_url(url, keep_ground_truth=False)
+    for _ in range(15 * 60):   # a minute: several events start and finish
+        ok_a, a = kept.read()
+        ok_b, b = live.read()
+        assert ok_a and ok_b and np.array_equal(a, b)
+    assert len(kept.event_summaries()) >= 3
+    assert live.events == [] and len(live._labels) == 0 and live._boxes == {}
+    assert len(live._active) + len(live._pending) <= 3
+    with pytest.raises(RuntimeError, match="keeps no ground truth"):
+        live.ground_truth

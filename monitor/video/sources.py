@@ -133,7 +133,7 @@ class _Capture:
         self.frame_count = 0
         if self.kind == "synthetic":
             from monitor.video.synthetic import SyntheticCamera  # written by the demo issue; imported only when used
-            self.synthetic = SyntheticCamera.from_url(url)
+            self.synthetic = SyntheticCamera.from_url(url, keep_ground_truth=False)  # live: memory stays flat
             self.fps = float(self.synthetic.fps)
             return
         shown = redact(url)

@@ -727,7 +727,7 @@ class SyntheticCamera:
     cv2.VideoCapture; frames are a pure function of the seed and the frame index (pacing
     to real time only waits), so a recording can be regenerated exactly."""
 
-    def __init__(self, config: SyntheticConfig | None = None, **overrides):
+    def __init__(self, config: SyntheticConfig | None = None, keep_ground_truth: bool = True, **overrides):
         cfg = config or SyntheticConfig()
         if overrides:
             cfg = SyntheticConfig(**{**asdict(cfg), **overrides})
@@ -754,8 +754,12 @@ class SyntheticCamera:
         for _ in range(int(round(cfg.people))):   # start with people already in view
             self.walkers.append(Walker(self.layout, self.fps, self._walk_rng, self._walkway_row(),
                                        x=self._walk_rng.uniform(0, cfg.width)))
+        # A live camera (keep_ground_truth=False) runs for days: it keeps no per-frame labels,
+        # boxes or finished events, so its memory stays flat; recordings keep them all.
+        self.keep_ground_truth = keep_ground_truth
         self._pending: list[Event] = []
         self.events: list[Event] = []
+        self._event_count = 0   # events planned so far: their ids
         self._active: list[Event] = []
         self._next_start = self._first_start()
         self._labels = bytearray()
@@ -764,11 +768,11 @@ class SyntheticCamera:
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str, realtime: bool | None = None) -> "SyntheticCamera":
+    def from_url(cls, url: str, realtime: bool | None = None, keep_ground_truth: bool = True) -> "SyntheticCamera":
         config = SyntheticConfig.from_url(url)
         if realtime is not None:
             config.realtime = realtime
-        return cls(config)
+        return cls(config, keep_ground_truth=keep_ground_truth)
 
     # -- cv2.VideoCapture-like surface -----------------------------------------------
     def isOpened(self) -> bool:
@@ -810,13 +814,16 @@ class SyntheticCamera:
     @property
     def ground_truth(self) -> np.ndarray:
         """uint8 [frames read so far]: 1 where an anomalous event part was drawn."""
+        self._need_ground_truth()
         return np.frombuffer(bytes(self._labels), dtype=np.uint8).copy()
 
     def boxes(self, i: int) -> list[dict]:
         """The event parts drawn in frame i: kind, event id, box (x0, y0, x1, y1), anomalous."""
+        self._need_ground_truth()
         return list(self._boxes.get(i, []))
 
     def event_summaries(self) -> list[dict]:
+        self._need_ground_truth()
         return [e.summary() for e in self.events if e.first_anomalous is not None]
 
     def write_ground_truth(self, stem: str | Path) -> tuple[Path, Path]:
@@ -830,6 +837,10 @@ class SyntheticCamera:
             "frames": self.frame_index, "events": self.event_summaries(),
             "boxes": {str(i): b for i, b in sorted(self._boxes.items())}}, indent=1) + "\n")
         return gt_path, ev_path
+
+    def _need_ground_truth(self) -> None:
+        if not self.keep_ground_truth:
+            raise RuntimeError("this synthetic camera keeps no ground truth (made with keep_ground_truth=False)")
 
     # -- rendering -----------------------------------------------------------------------
     def _walkway_row(self) -> float:
@@ -852,8 +863,9 @@ class SyntheticCamera:
         while self._next_start >= 0 and self._next_start <= horizon:
             kind = cfg.kinds[int(rng.integers(len(cfg.kinds)))]
             scale = float(np.clip(cfg.size * rng.lognormal(0.0, 0.3) * (2.2 if rng.random() < 0.15 else 1.0), 0.3, 4.0))
-            event = EVENT_TYPES[kind](len(self.events) + len(self._pending), self.layout, self.fps,
+            event = EVENT_TYPES[kind](self._event_count, self.layout, self.fps,
                                       np.random.default_rng(rng.integers(1 << 62)), scale, self._next_start)
+            self._event_count += 1
             self._pending.append(event)
             # Anomalous parts do not overlap: a gap of at least MIN_GAP, `rate` per minute on average.
             gap = (MIN_GAP + rng.exponential(max(60.0 / cfg.rate - MIN_GAP, 1.0))) * cfg.fps
@@ -861,7 +873,8 @@ class SyntheticCamera:
         still = []
         for e in self._pending:
             if e.spawn_frame() <= self.frame_index:
-                self.events.append(e)
+                if self.keep_ground_truth:
+                    self.events.append(e)
                 self._active.append(e)
             else:
                 still.append(e)
@@ -907,9 +920,10 @@ class SyntheticCamera:
             e.record(i, parts)
             drawn += [{"event": e.id, "kind": e.kind, "box": list(p.box), "anomalous": p.anomalous} for p in parts]
         self._active = [e for e in self._active if not e.done]
-        if drawn:
-            self._boxes[i] = drawn
-        self._labels.append(1 if any(d["anomalous"] for d in drawn) else 0)
+        if self.keep_ground_truth:
+            if drawn:
+                self._boxes[i] = drawn
+            self._labels.append(1 if any(d["anomalous"] for d in drawn) else 0)
         # Lighting, then sensor noise from a random window of the noise bank.
         gain = self._lighting(t)
         img = cv2.multiply(img, gain, scale=1 / 128, dtype=cv2.CV_8U)
