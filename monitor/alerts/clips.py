@@ -152,8 +152,9 @@ class ClipWriter:
         self._queue: queue.Queue = queue.Queue()
         self._queued_bytes = 0
         self._lock = threading.Lock()
-        self.written: list[Path] = []
-        self.removed: list[Path] = []
+        # The latest clips written and removed (for logs and tests); bounded, as alerts are not.
+        self.written: deque[Path] = deque(maxlen=256)
+        self.removed: deque[Path] = deque(maxlen=256)
         self._thread = threading.Thread(target=self._loop, name="clips", daemon=True)
         self._thread.start()
         self.enforce_budget()
