@@ -5,12 +5,13 @@ came from."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import datetime as _dt
 import shutil
 import tempfile
 from pathlib import Path
 
-from export.bundle_writer import sha256
+from monitor.model.integrity import sha256
 from export.footage import Footage, backbone_batches, from_synthetic, from_videos
 from export.half import measure, to_fp16
 from export.quantize import DEFAULT_MIN_COSINE, quantize_backbone
@@ -41,7 +42,8 @@ def _copy_bundle(source: Path, out: Path, manifest: Manifest, skip: set[str]) ->
 def _write_manifest(source: Path, out: Path, manifest: Manifest, graphs: dict[str, GraphSpec],
                     precision: str, label: str | None) -> Manifest:
     new_source = dict(manifest.source)
-    new_source["converted"] = {"from": label or str(source), "to": precision,
+    # Relative to the new bundle, so that the pair can move together (the shipped demo bundles).
+    new_source["converted"] = {"from": label or os.path.relpath(source.resolve(), out.resolve()), "to": precision,
                                "from_sha256": new_source.get("sha256", {})}
     new_source["sha256"] = {g.file: sha256(out / g.file) for g in graphs.values()}
     converted = dataclasses.replace(

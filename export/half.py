@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
-from export.bundle_writer import sha256
+from monitor.model.integrity import sha256
 from export.quantize import cosines
 from monitor.model.bundle import Bundle
 from monitor.video.preprocess import Geometry, Preprocessor

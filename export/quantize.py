@@ -31,7 +31,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from export.bundle_writer import sha256
+from monitor.model.integrity import sha256
 
 MIN_INT8_CHANNELS = 8
 DEFAULT_MIN_COSINE = 0.99

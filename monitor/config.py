@@ -5,7 +5,7 @@ file stops the program with the file, the key and the reason.
 Layout (every table optional; see configs/*.toml):
 
     [monitor]  id, status_interval, camera_debounce_s, log_level, state_dir
-    [model]    path, providers, threads, window, lookahead
+    [model]    path, providers, threads, io_binding, window, lookahead
     [engine]   max_batch, max_wait_ms, max_pending, frame_stride
     [publish]  endpoint, connect, high_water_mark, scores
     [log]      events, snapshots, retention_days, max_mb
@@ -108,6 +108,7 @@ class ModelSection:
     path: str | None = None        # None: the shipped demo bundle
     providers: list[str] | None = None
     threads: int | None = None
+    io_binding: bool | None = None  # None: on where the graphs run on a GPU (CUDA, TensorRT)
     window: int | None = None      # None: the manifest's window
     lookahead: int = 0
 
@@ -197,6 +198,7 @@ _RULES: dict[str, tuple] = {
     "model.providers": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v),
                         "must be a list of provider names such as [\"cuda\", \"cpu\"]"),
     "model.threads": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
+    "model.io_binding": (lambda v: isinstance(v, bool), "must be true or false (leave it out: on for GPU providers)"),
     "model.window": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1 (snippets)"),
     "model.lookahead": (lambda v: _integer(v) and v >= 0, "must be an integer >= 0 (snippets)"),
     "engine.max_batch": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),

@@ -214,3 +214,11 @@ def test_a_manifest_with_an_unknown_precision_is_refused(tmp_path):
     (out / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(BundleError, match=r"field 'graphs.backbone.precision' = 'int4'"):
         Bundle(out)
+
+
+def test_io_binding_is_a_checked_model_key():
+    from monitor.config import ConfigError, from_dict
+    assert from_dict({"model": {"io_binding": True}}).model.io_binding is True
+    assert from_dict({}).model.io_binding is None  # auto: on for GPU providers
+    with pytest.raises(ConfigError, match=r"m.toml: key 'model.io_binding' = 'yes': must be true or false"):
+        from_dict({"model": {"io_binding": "yes"}}, source="m.toml")

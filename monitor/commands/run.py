@@ -289,7 +289,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        bundle = Bundle(model_path, providers=config.model.providers, threads=config.model.threads)
+        bundle = Bundle(model_path, providers=config.model.providers, threads=config.model.threads,
+                        io_binding=config.model.io_binding)
     except (BundleError, ProviderError) as exc:
         refuse(exc, getattr(args, "debug", False))
         return 2
