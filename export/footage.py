@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from monitor.video.preprocess import Geometry, Preprocessor
+from monitor.video.sampling import video_snippets
 from training.extract import find_videos
 
 # Pixels per backbone call while calibrating and measuring (two 16 x 224 x 224 clips): ONNX
@@ -41,40 +41,6 @@ class Footage:
     def describe(self) -> dict:
         counts = {name: self.origins.count(name) for name in self.sources}
         return {"videos": self.sources, "snippets": len(self.snippets), "snippets_per_video": counts}
-
-
-def video_snippets(path: Path, count: int, length: int = 16, spread: bool = True) -> list[np.ndarray]:
-    """Up to `count` snippets of `length` consecutive frames, spread evenly over the video
-    (neighbouring snippets show nearly the same thing); skipped frames are not decoded."""
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        return []
-    try:
-        whole = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) // length if spread else 0
-        step = max(whole // count, 1) if whole else 1
-        out: list[np.ndarray] = []
-        index = 0
-        while len(out) < count:
-            take = index % step == 0
-            frames = []
-            for _ in range(length):
-                if take:
-                    ok, frame = capture.read()
-                    frames.append(frame)
-                else:
-                    ok = capture.grab()
-                if not ok:
-                    # A container that promises more frames than it holds: take them in a row.
-                    return out if step == 1 or len(out) == count else video_snippets(path, count, length, False)
-            if take:
-                try:
-                    out.append(np.stack(frames))
-                except ValueError:  # the frame size changed mid-video: keep what came before
-                    return out
-            index += 1
-        return out
-    finally:
-        capture.release()
 
 
 def from_videos(path: Path, snippets: int, length: int = 16) -> Footage:
