@@ -36,6 +36,7 @@ from monitor.model.integrity import sha256
 MIN_INT8_CHANNELS = 8
 DEFAULT_MIN_COSINE = 0.99
 WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")  # the layers whose arithmetic int8 speeds up
+QUANTISED_OPS = WEIGHTED_OPS
 METHODS = {"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax,
            "entropy": CalibrationMethod.Entropy}
 PERCENTILE = 99.99  # a heavy tail clipped, not the motion it stands for (99.9 hurt the demo backbone)
@@ -121,7 +122,7 @@ def _prepare(source: Path, out: Path) -> None:
 
 def quantize_backbone(source: Path, out: Path, calibration: list[np.ndarray], held_out: list[np.ndarray], *,
                       min_cosine: float = DEFAULT_MIN_COSINE, method: str = "percentile",
-                      threads: int | None = None, log=lambda text: None) -> dict:
+                      threads: int | None = None, op_types=None, log=lambda text: None) -> dict:
     """Write the int8 version of the backbone graph `source` to `out`, calibrated on the
     input batches `calibration` and checked on `held_out`; returns what was done and
     measured, for the manifest's `graphs.backbone.conversion`."""
@@ -158,7 +159,7 @@ def quantize_backbone(source: Path, out: Path, calibration: list[np.ndarray], he
             reader.rewind()
             with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints a line per batch
                 quantize_static(str(prepared), str(candidate), reader, quant_format=QuantFormat.QDQ,
-                                op_types_to_quantize=list(WEIGHTED_OPS), per_channel=True,
+                                op_types_to_quantize=list(op_types or QUANTISED_OPS), per_channel=True,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                 nodes_to_exclude=fp32_nodes, calibrate_method=METHODS[method],
                                 extra_options=extra, **cached)
