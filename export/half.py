@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.transformers.float16 import convert_float_to_float16
+from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
 from monitor.model.integrity import sha256
 from export.quantize import cosines
@@ -17,11 +17,14 @@ from monitor.model.bundle import Bundle
 from monitor.video.preprocess import Geometry, Preprocessor
 
 TOOL = "onnxruntime.transformers.float16 (keep_io_types)"
+# Also kept in fp32: (de)quantisation nodes, whose scales must stay float32 before opset 19
+# (a pixel-input backbone scales its uint8 frames with a DequantizeLinear).
+KEEP_FP32 = list(DEFAULT_OP_BLOCK_LIST) + ["DequantizeLinear", "QuantizeLinear"]
 
 
 def to_fp16(source: Path, out: Path) -> dict:
     """Write the fp16 version of graph `source` to `out`; the conversion record."""
-    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, op_block_list=KEEP_FP32)
     onnx.save(model, str(out))
     return {"tool": TOOL, "from_sha256": sha256(Path(source))}
 
