@@ -12,7 +12,7 @@ emulator's parsing is (that runs in another process, often on another machine).
     python benchmarks/bench_dashboard.py [--model DIR] [--cameras 4] [--seconds 10] [--rounds 4]
                                          [--refresh 4] [--size 160x48]
 
-Without --model it builds the same small seeded bundle as benchmarks/bench_engine.py
+Without --model it builds a small seeded bundle with tests/factories.py
 (stage 4, 10 crops, F = 64): a small model is the worst case for the dashboard's share.
 """
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Preprocessing time per snippet (16 frames -> 10 crops + 49 patches at the published
-geometry) in both resize modes, and how far `fast` features drift from `reference` ones on
-real footage through the full-size I3D-ResNet50 (seeded weights, on ONNX Runtime).
+geometry) in both resize modes, as uint8 pixels (what a pixel-input bundle takes) and as float
+clips, and how far `fast` features drift from `reference` ones on real footage through the
+full-size I3D-ResNet50 (seeded weights, on ONNX Runtime). The bundle's own geometry on 320 x
+240 video is `run_monitor.py bench`'s preprocess_ms_per_snippet, timed the same way.
 
     python -m benchmarks.bench_preprocess [--video PATH] [--repeats 5] [--cosine-snippets 1]
 
@@ -8,14 +10,13 @@ The default video is opencv-doc's vtest.avi (768 x 576, a street camera); a synt
 1920 x 1080 snippet is timed as well, the size of a typical IP camera.
 """
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from monitor.capacity.preprocessing import seconds_per_snippet
 from monitor.video.preprocess import Geometry, Preprocessor
 
 SAMPLE = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -32,16 +33,6 @@ def read(path: Path, n: int) -> np.ndarray:
     if len(frames) < 16:
         raise SystemExit(f"{path}: fewer than 16 decodable frames")
     return np.stack(frames)
-
-
-def time_snippet(pre: Preprocessor, frames: np.ndarray, repeats: int) -> list[float]:
-    pre.snippet(frames)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        pre.snippet(frames)
-        times.append(time.perf_counter() - started)
-    return times
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,11 +80,13 @@ def main() -> None:
           "of 224, float32 [59, 3, 16, 224, 224]")
     for label, snippet in inputs.items():
         for mode in ("fast", "reference"):
-            times = time_snippet(Preprocessor(Geometry(resize=mode)), snippet, args.repeats)
-            print(f"{label:<26} {mode:<9} median {statistics.median(times) * 1e3:7.1f} ms, "
-                  f"best {min(times) * 1e3:7.1f} ms per snippet")
-        crops_only = time_snippet(Preprocessor(Geometry(resize="fast", grids=())), snippet, args.repeats)
-        print(f"{label:<26} fast, 10 crops only: median {statistics.median(crops_only) * 1e3:7.1f} ms")
+            pre = Preprocessor(Geometry(resize=mode))
+            for form, prepare in (("uint8 pixels", pre.pixels), ("float clips", pre.snippet)):
+                ms = seconds_per_snippet(prepare, [snippet], args.repeats) * 1e3
+                print(f"{label:<26} {mode:<9} {form:<13} best {ms:7.1f} ms per snippet")
+        crops_only = Preprocessor(Geometry(resize="fast", grids=()))
+        print(f"{label:<26} fast, 10 crops only, pixels: best "
+              f"{seconds_per_snippet(crops_only.pixels, [snippet], args.repeats) * 1e3:7.1f} ms")
     if args.cosine_snippets:
         drift(frames, args.cosine_snippets)
 

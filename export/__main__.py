@@ -1,6 +1,7 @@
-"""python -m export [--checkpoint CKPT] [--backbone I3D.pth] --out DIR [--stage N]
+"""python -m export [--checkpoint CKPT] [--backbone I3D.pth] --out DIR [--stage N] [--uint8-input]
                  [--int8 --calibration VIDEO_DIR | --fp16 [--calibration VIDEO_DIR]]
-   python -m export --bundle DIR (--int8 --calibration VIDEO_DIR | --fp16) --out DIR2"""
+   python -m export --bundle DIR (--int8 --calibration VIDEO_DIR | --fp16 | --uint8-input) --out DIR2
+   (--uint8-input alone needs no PyTorch: graph surgery with the onnx library)"""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export", description="Export SSRL weights to a model bundle (ONNX + manifest.json).")
     p.add_argument("--checkpoint", type=Path, help="SSRL checkpoint (.pkl/.pth state dict, published or ours)")
     p.add_argument("--backbone", type=Path, help="I3D-ResNet50 weight file (i3d_r50_kinetics.pth): adds backbone.onnx")
-    p.add_argument("--bundle", type=Path, help="an existing bundle to convert (with --int8 or --fp16); it is left as it is")
+    p.add_argument("--bundle", type=Path,
+                   help="an existing bundle to convert (with --int8, --fp16 or --uint8-input); it is left as it is")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     p.add_argument("--stage", type=int, choices=[1, 2, 3, 4], help="expected stage (read from the tensor names when not given)")
     p.add_argument("--grids", type=int, nargs="+", help="grid set, rows·columns (default: 23 35 47)")
@@ -51,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     q.add_argument("--int8-min-cosine", type=float, default=DEFAULT_MIN_COSINE,
                    help="int8 keeps early layers in fp32 until its features' mean cosine to fp32 on the held-out "
                         f"clips reaches this (default {DEFAULT_MIN_COSINE})")
+    p.add_argument("--uint8-input", action="store_true",
+                   help="the backbone takes uint8 frames [N, T, H, W, 3] as decoded (BGR) and scales them itself")
     g = p.add_argument_group("preprocessing recorded with the backbone")
     g.add_argument("--resize", choices=RESIZE_MODES, default="fast",
                    help="resize mode the live monitor uses (default fast; extraction defaults to reference)")
@@ -68,8 +72,8 @@ def precision_problem(args) -> str | None:
     if args.bundle is not None:
         if args.checkpoint is not None or args.backbone is not None:
             return "--bundle converts an existing bundle: leave out --checkpoint and --backbone"
-        if not (args.int8 or args.fp16):
-            return "--bundle: say what to convert it to, --int8 or --fp16"
+        if not (args.int8 or args.fp16 or args.uint8_input):
+            return "--bundle: say what to convert it to, --int8, --fp16 or --uint8-input"
         if args.out.resolve() == args.bundle.resolve():
             return f"--out {args.out}: must differ from --bundle (the source bundle is left as it is)"
     if args.int8 and args.calibration is None:
@@ -172,6 +176,10 @@ def main(argv=None) -> int:
                                     window=args.window, threshold=args.threshold,
                                     min_snippets=args.min_snippets, training_data=args.training_data)
 
+        if args.uint8_input and backbone is not None:
+            from export.pixel_input import upgrade_bundle
+            fp32 = write_fp32
+            write_fp32 = lambda out: (fp32(out), upgrade_bundle(out, out))[1]  # noqa: E731
         if args.int8 or args.fp16:
             from export.convert import converted_fresh
             manifest = converted_fresh(write_fp32, args.out,
@@ -198,16 +206,33 @@ def convert_existing(args, console) -> int:
     started = time.perf_counter()
     try:
         Bundle(args.bundle, providers="cpu")  # a source that does not load is named before any work
-        manifest = convert(args, console, args.bundle, args.out)
+        if args.uint8_input:
+            manifest = pixel_version(args, console)
+        else:
+            manifest = convert(args, console, args.bundle, args.out)
         Bundle(args.out, providers="cpu")
     except (BundleError, FootageError, QuantizeError, GeometryError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
     report_precision(console, manifest)
     size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
-    console.print(f"wrote {args.out}: {'int8' if args.int8 else 'fp16'} version of {args.bundle}, "
+    what = " ".join(w for w, on in (("int8", args.int8), ("fp16", args.fp16), ("uint8-input", args.uint8_input)) if on)
+    console.print(f"wrote {args.out}: {what} version of {args.bundle}, "
                   f"{size / 1e6:.1f} MB in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def pixel_version(args, console):
+    """--bundle DIR --uint8-input [--int8 | --fp16]: the backbone given a pixel input (onnx
+    graph surgery, no PyTorch), then converted to the precision asked for, if any."""
+    import tempfile
+
+    from export.pixel_input import upgrade_bundle
+    if not (args.int8 or args.fp16):
+        return upgrade_bundle(args.bundle, args.out)
+    with tempfile.TemporaryDirectory(prefix="ssrl-pixels-") as tmp:
+        upgrade_bundle(args.bundle, Path(tmp) / "pixels")
+        return convert(args, console, Path(tmp) / "pixels", args.out)
 
 
 if __name__ == "__main__":

@@ -67,8 +67,10 @@ def int8_bundle(source: Path, out: Path, videos: Path, *, snippets: int = DEFAUL
         f"checking on {len(held.snippets)} held-out snippets")
     spec = manifest.graphs["backbone"]
     _copy_bundle(source, out, manifest, skip={"backbone"})
-    record = quantize_backbone(source / spec.file, out / spec.file, backbone_batches(calib, geometry),
-                               backbone_batches(held, geometry), min_cosine=min_cosine, method=method, log=log)
+    pixels = manifest.takes_pixels  # the batches in the form the backbone takes
+    record = quantize_backbone(source / spec.file, out / spec.file, backbone_batches(calib, geometry, pixels=pixels),
+                               backbone_batches(held, geometry, pixels=pixels), min_cosine=min_cosine, method=method,
+                               log=log)
     record["calibration"] = {"videos_dir": str(videos), **calib.describe(), "held_out_snippets": len(held.snippets)}
     graphs = dict(manifest.graphs)
     graphs["backbone"] = dataclasses.replace(spec, precision="int8", conversion=record)

@@ -79,15 +79,17 @@ def from_synthetic(snippets: int, seed: int = 7, length: int = 16) -> Footage:
     return Footage(out, [url] * len(out))
 
 
-def backbone_batches(footage: Footage, geometry: Geometry, voxels: int = BATCH_VOXELS) -> list[np.ndarray]:
+def backbone_batches(footage: Footage, geometry: Geometry, voxels: int = BATCH_VOXELS,
+                     pixels: bool = False) -> list[np.ndarray]:
     """The backbone's input batches for every snippet: its crop clips, then its patch clips,
-    each batch clips of one size and at most `voxels` pixels of them (at least one clip)."""
+    each batch clips of one size and at most `voxels` pixels of them (at least one clip);
+    uint8 pixels [N, T, H, W, 3] for a pixel-input backbone (`pixels`), else float clips."""
     pre = Preprocessor(geometry)
     batches = []
     for frames in footage.snippets:
-        crops, patches = pre.snippet(frames)
+        crops, patches = pre.pixels(frames) if pixels else pre.snippet(frames)
         for clips in (crops, patches):
             if clips is not None:
-                chunk = max(1, voxels // int(np.prod(clips.shape[2:])))
+                chunk = max(1, voxels // int(np.prod(clips.shape[1:4] if pixels else clips.shape[2:])))
                 batches += [clips[i:i + chunk] for i in range(0, len(clips), chunk)]
     return batches

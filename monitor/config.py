@@ -115,7 +115,7 @@ class ModelSection:
 
 @dataclass
 class EngineSection:
-    max_batch: int = 8             # snippets per backbone call
+    max_batch: int = 32            # snippets per backbone call (within engine.MAX_BATCH_BYTES of input)
     max_wait_ms: float = 50.0      # how long a partial batch waits for more snippets
     max_pending: int = 4           # per camera; live sources drop the oldest beyond this
     frame_stride: int = 1          # take every n-th frame into snippets

@@ -30,7 +30,7 @@ from monitor.model.bundle import Bundle
 from monitor.config import CameraConfig, Config
 from monitor.model.fingerprint import bundle_sha
 from monitor.model.manifest import BundleError
-from monitor.video.preprocess import Geometry, Preprocessor
+from monitor.video.preprocess import Geometry, Preprocessor, pixels_to_clips
 from monitor.messages.publisher import Publisher, iso
 from monitor.video.snippets import RawSnippet, SnippetAssembler
 from monitor.redaction import redact
@@ -164,6 +164,52 @@ def synthetic_model_warning(manifest, name: str, cameras) -> str | None:
             f"are not meaningful; expect false alerts")
 
 
+# ----------------------------------------------------------------------------- the graphs of a batch
+# Shared by the engine and `bench` (which times the same batches through the graphs alone).
+
+# A batch holds at most this many bytes of backbone input (pixels as uint8), so that a large
+# backbone (I3D: 59 clips of 16 x 224 x 224, 142 MB a snippet) is fed a snippet at a time
+# while a small one (the demo: 1.8 MB) batches every camera's snippet into one call.
+MAX_BATCH_BYTES = 64 << 20
+
+
+def batch_limit(geometry: Geometry, max_batch: int) -> int:
+    """Snippets per backbone call: `max_batch`, within MAX_BATCH_BYTES of uint8 input."""
+    g = geometry
+    snippet_bytes = 3 * g.snippet_length * (g.crops * g.crop_size ** 2 + sum(g.patches) * g.patch_size ** 2)
+    return max(1, min(max_batch, MAX_BATCH_BYTES // snippet_bytes))
+
+
+def prepare_clips(preprocessor: Preprocessor, bundle: Bundle, frames: np.ndarray) -> tuple:
+    """One snippet's frames -> the backbone's input for its crops and patches, in the form the
+    bundle's graph takes (uint8 pixels, or float clips for a float-input bundle)."""
+    crops, patches = preprocessor.pixels(frames)
+    if bundle.takes_pixels:
+        return crops, patches
+    return pixels_to_clips(crops), None if patches is None else pixels_to_clips(patches)
+
+
+def fused_features(bundle: Bundle, prepared: list[tuple], run=None) -> tuple[np.ndarray, list]:
+    """Prepared snippets (prepare_clips) -> (fused crop features [n, C, F], each snippet's
+    (crop features, patch features) or None for stage 1): one backbone call for all of them
+    (two when patches and crops differ in size), the spatial head once each."""
+    run = run or (lambda graph, *inputs: graph(*inputs))
+    m = bundle.manifest
+    c, p, n = m.crops, sum(m.patches), len(prepared)
+    crop_clips = np.concatenate([crops for crops, _ in prepared])
+    if m.stage <= 1:
+        return run(bundle.backbone, crop_clips).reshape(n, c, -1), [None] * n
+    patch_clips = np.concatenate([patches for _, patches in prepared])
+    if patch_clips.shape[1:] == crop_clips.shape[1:]:
+        features = run(bundle.backbone, np.concatenate([crop_clips, patch_clips]))
+        crop_f, patch_f = features[: n * c], features[n * c:]
+    else:  # patches of another size than crops: one call per clip size
+        crop_f = run(bundle.backbone, crop_clips)
+        patch_f = run(bundle.backbone, patch_clips)
+    crop_f, patch_f = crop_f.reshape(n, c, -1), patch_f.reshape(n, p, -1)
+    return run(bundle.fuse, crop_f, patch_f), list(zip(crop_f, patch_f))
+
+
 # ----------------------------------------------------------------------------- cameras
 
 @dataclass
@@ -259,6 +305,7 @@ class Engine:
         self.batch_sizes: deque = deque(maxlen=256)
         self.clip_writer = ClipWriter.for_config(config.alerts)  # None without [alerts] clips
         self.cameras: list[CameraState] = [self._camera(c) for c in config.cameras]
+        self.max_batch = batch_limit(self.geometry, config.engine.max_batch)
 
     def _camera(self, c: CameraConfig) -> CameraState:
         origin, settings, cal, learner = self._starting_levels(c)
@@ -367,7 +414,13 @@ class Engine:
         snippet = cam.assembler.push(frame)
         if snippet is None:
             return
+        # Preprocessing runs here, on the camera's reader thread: the cameras' snippets are
+        # prepared side by side while the scoring thread runs the graphs.
+        started = time.perf_counter()
+        snippet.prepared = prepare_clips(self.preprocessor, self.bundle, snippet.frames)
+        spent = time.perf_counter() - started
         with self._cond:
+            self.seconds["preprocess"] = self.seconds.get("preprocess", 0.0) + spent
             if cam.source.live:
                 while len(cam.pending) >= self.config.engine.max_pending:
                     cam.pending.popleft()  # stay live: the oldest whole snippet goes
@@ -473,12 +526,12 @@ class Engine:
             # A partial batch waits a little for other cameras' snippets, never for its own camera.
             deadline = time.monotonic() + e.max_wait_ms / 1000.0
             live = sum(1 for c in self.cameras if c.source.state()[0] == STREAMING)
-            while self._ready() < min(e.max_batch, live) and not self._stop.is_set():
+            while self._ready() < min(self.max_batch, live) and not self._stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._cond.wait(left):
                     break
             batch = []
-            while len(batch) < e.max_batch:
+            while len(batch) < self.max_batch:
                 heads = [c for c in self.cameras if c.pending]
                 if not heads:
                     break
@@ -488,27 +541,10 @@ class Engine:
         return batch
 
     def _score(self, batch: list[tuple[CameraState, RawSnippet]]) -> None:
-        m = self.bundle.manifest
-        c, p = m.crops, sum(m.patches)
         n = len(batch)
-        t0 = time.perf_counter()
-        prepared = [self.preprocessor.snippet(s.frames) for _, s in batch]
         t1 = time.perf_counter()
-        crop_clips = np.concatenate([crops for crops, _ in prepared])
-        if m.stage > 1:
-            patch_clips = np.concatenate([patches for _, patches in prepared])
-            if patch_clips.shape[1:] == crop_clips.shape[1:]:
-                features = self._run(self.bundle.backbone, np.concatenate([crop_clips, patch_clips]))
-                crop_f, patch_f = features[: n * c], features[n * c:]
-            else:  # patches of another size than crops: one call per clip size
-                crop_f = self._run(self.bundle.backbone, crop_clips)
-                patch_f = self._run(self.bundle.backbone, patch_clips)
-            crop_f, patch_f = crop_f.reshape(n, c, -1), patch_f.reshape(n, p, -1)
-            fused = self._run(self.bundle.fuse, crop_f, patch_f)
-            parts = list(zip(crop_f, patch_f))
-        else:
-            fused = self._run(self.bundle.backbone, crop_clips).reshape(n, c, -1)
-            parts = [None] * n
+        prepared = [s.prepared or prepare_clips(self.preprocessor, self.bundle, s.frames) for _, s in batch]
+        fused, parts = fused_features(self.bundle, prepared, self._run)
         t2 = time.perf_counter()
         steps, kept = [], []
         for (cam, snippet), f, features in zip(batch, fused, parts):
@@ -522,7 +558,7 @@ class Engine:
             kept.append((cam, snippet))
         scores = score_windows(lambda w: self._run(self.bundle.scores, w), [step.window for step in steps])
         t3 = time.perf_counter()
-        for key, dt in (("preprocess", t1 - t0), ("backbone+spatial", t2 - t1), ("temporal", t3 - t2)):
+        for key, dt in (("backbone+spatial", t2 - t1), ("temporal", t3 - t2)):
             self.seconds[key] = self.seconds.get(key, 0.0) + dt
         self.batches += 1
         self.shared_batches += len({id(cam) for cam, _ in batch}) > 1
@@ -668,7 +704,7 @@ class Engine:
             "faults": self.faults(),
             "engine": {"batches": self.batches, "shared_batches": self.shared_batches, "snippets": self.snippets_scored,
                        "mean_batch": round(float(np.mean(sizes)), 2) if sizes else None,
-                       "max_batch": max(sizes) if sizes else None, "batch_limit": self.config.engine.max_batch},
+                       "max_batch": max(sizes) if sizes else None, "batch_limit": self.max_batch},
         }
 
     def faults(self) -> list[dict]:

@@ -392,6 +392,7 @@ def calibrate_alerts(normal_scores: list[np.ndarray], event_scores: list[np.ndar
 def export_bundle(bundle_dir: Path, checkpoint: Path, backbone, source: dict) -> None:
     from export.backbone import export_backbone
     from export.bundle_writer import write_bundle
+    from export.pixel_input import upgrade_bundle
     from training.checkpoint import load_model
     model = load_model(checkpoint, stage=4, grids=GRIDS, crops=GEOMETRY.crops)
     bundle_dir.mkdir(parents=True, exist_ok=True)
@@ -400,6 +401,7 @@ def export_bundle(bundle_dir: Path, checkpoint: Path, backbone, source: dict) ->
     spec = export_backbone(backbone, bundle_dir, GEOMETRY, backbone.feature_size)
     write_bundle(bundle_dir, model, graphs={"backbone": spec}, preprocessing=GEOMETRY.to_dict(),
                  window=WINDOW, source=source, training_data=SYNTHETIC_TRAINING)  # the synthetic camera only
+    upgrade_bundle(bundle_dir, bundle_dir)  # the backbone takes the decoded frames' pixels
 
 
 def set_alert_policy(bundle_dir: Path, threshold: float, min_snippets: int) -> None:

@@ -100,7 +100,7 @@ class Extractor:
         self.stop_requested = False
 
     def features(self, clips: np.ndarray) -> np.ndarray:
-        """[N, 3, 16, h, w] -> [N, F], in chunks of at most `batch` clips."""
+        """Clips (as the bundle's backbone takes them) -> [N, F], in chunks of at most `batch`."""
         return np.concatenate([self.bundle.backbone(clips[i:i + self.batch]) for i in range(0, len(clips), self.batch)])
 
     def snippets(self, frames, on_snippet=None) -> tuple[np.ndarray | None, list[np.ndarray]]:
@@ -111,7 +111,8 @@ class Extractor:
         for frame in frames:
             buffer.append(frame)
             if len(buffer) == g.snippet_length:
-                c, p = self.pre.snippet(np.stack(buffer))
+                # The form the backbone takes: uint8 pixels, or float clips for an older bundle.
+                c, p = (self.pre.pixels if self.bundle.takes_pixels else self.pre.snippet)(np.stack(buffer))
                 buffer.clear()
                 crops.append(self.features(c))
                 if p is not None:

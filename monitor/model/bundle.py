@@ -36,9 +36,11 @@ class Bundle:
     """A model bundle on ONNX Runtime: the manifest and one session per graph."""
 
     def __init__(self, path: str | Path, providers=None, threads: int | None = None,
-                 io_binding: bool | None = None):
+                 io_binding: bool | None = None, cpu_rewrite: bool = True):
         """`io_binding`: run the graphs through ONNX Runtime I/O binding (inputs copied to the
-        device once, outputs allocated there); None turns it on where a graph runs on a GPU."""
+        device once, outputs allocated there); None turns it on where a graph runs on a GPU.
+        `cpu_rewrite`: on the CPU provider, run an fp32 backbone with its 3-D convolutions as
+        2-D ones (monitor.model.cpu_graph); False runs the graph as it is in the file."""
         self.path = Path(path)
         if not self.path.is_dir():
             raise BundleError(f"{self.path}: no such bundle directory")
@@ -59,9 +61,30 @@ class Bundle:
                 raise BundleError(f"{file}: ONNX Runtime cannot load it ({exc})") from exc
             _check_io(name, "inputs", spec.inputs, session.get_inputs(), source)
             _check_io(name, "outputs", spec.outputs, session.get_outputs(), source)
+            if (name == "backbone" and cpu_rewrite and spec.precision == "fp32"
+                    and session.get_providers() == ["CPUExecutionProvider"]):
+                session = self._cpu_backbone(file, session, providers, threads)
             self.sessions[name] = session
+        if "backbone" in self.sessions:
+            wanted = f"tensor({'uint8' if self.manifest.takes_pixels else 'float'})"
+            found = self.sessions["backbone"].get_inputs()[0].type
+            if found != wanted:
+                raise BundleError(f"{source}: field 'backbone_input' says {self.manifest.backbone_input['dtype']} "
+                                  f"but the backbone graph's clips are {found}")
         self.io_binding = {name: (_on_gpu(session) if io_binding is None else bool(io_binding))
                            for name, session in self.sessions.items()}
+
+    @staticmethod
+    def _cpu_backbone(file: Path, session, providers, threads):
+        """The backbone as the CPU provider runs it fastest (monitor.model.cpu_graph), or the
+        session as it is when there is nothing to rewrite."""
+        import onnx
+
+        from monitor.model.cpu_graph import conv3d_as_conv2d
+        model, rewritten = conv3d_as_conv2d(onnx.load(str(file)))
+        if not rewritten:
+            return session
+        return create_session(model.SerializeToString(), providers, threads)
 
     def _validate_fields(self, source: str) -> None:
         m = self.manifest
@@ -132,10 +155,32 @@ class Bundle:
         return self._run(
             "temporal", {"features": np.ascontiguousarray(window, dtype=np.float32)}, run_options)[0]
 
+    @property
+    def takes_pixels(self) -> bool:
+        """The backbone takes uint8 pixels [N, 16, H, W, 3] BGR rather than float clips."""
+        return self.manifest.takes_pixels
+
     def backbone(self, clips: np.ndarray, run_options=None) -> np.ndarray:
-        """[N, 3, 16, H, W] clips -> [N, F] features."""
+        """Clips -> [N, F] features: uint8 pixels [N, 16, H, W, 3] BGR for a pixel-input graph,
+        float clips [N, 3, 16, H, W] RGB in [-1, 1] otherwise. Float clips given to a pixel-input
+        graph are turned back into their pixels (exact for clips of the preprocessing path),
+        so that tools written for float bundles keep working."""
+        clips = np.asarray(clips)
+        if self.takes_pixels:
+            if clips.dtype != np.uint8:
+                clips = float_clips_to_pixels(clips)
+            return self._run("backbone", {"clips": np.ascontiguousarray(clips)}, run_options)[0]
+        if clips.dtype == np.uint8:
+            raise ValueError(f"{self.path}: this backbone takes float clips [N, 3, T, H, W], not uint8 pixels")
         return self._run(
             "backbone", {"clips": np.ascontiguousarray(clips, dtype=np.float32)}, run_options)[0]
+
+
+def float_clips_to_pixels(clips: np.ndarray) -> np.ndarray:
+    """Float clips [N, 3, T, H, W] RGB in [-1, 1] -> pixels [N, T, H, W, 3] BGR uint8: the
+    inverse of the preprocessing's scaling (x * 2 / 255 - 1) and layout."""
+    levels = np.rint((np.asarray(clips, np.float32) + 1.0) * 127.5)
+    return np.ascontiguousarray(np.clip(levels, 0, 255).astype(np.uint8).transpose(0, 2, 3, 4, 1)[..., ::-1])
 
 
 def _on_gpu(session: ort.InferenceSession) -> bool:

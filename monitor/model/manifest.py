@@ -27,6 +27,11 @@ BACKBONE_OUTPUTS = ("features",)
 # for CPUs) or fp16 (for GPUs); inputs and outputs keep their types whatever the precision.
 PRECISIONS = ("fp32", "int8", "fp16")
 
+# What the backbone's `clips` input takes (the manifest's "backbone_input"; absent: float).
+FLOAT_INPUT = {"dtype": "float32", "layout": "NCTHW", "channels": "RGB"}   # [N, 3, T, H, W] in [-1, 1]
+PIXEL_INPUT = {"dtype": "uint8", "layout": "NTHWC", "channels": "BGR"}     # [N, T, H, W, 3] as decoded
+BACKBONE_INPUT_FORMATS = (FLOAT_INPUT, PIXEL_INPUT)
+
 
 class BundleError(ValueError):
     """A model bundle that cannot be used; the message names the file or field."""
@@ -75,6 +80,12 @@ class Manifest:
     created: str = ""
     source: dict = field(default_factory=dict)
     schema: int = MANIFEST_SCHEMA
+    backbone_input: dict = field(default_factory=lambda: dict(FLOAT_INPUT))
+
+    @property
+    def takes_pixels(self) -> bool:
+        """The backbone takes uint8 pixels [N, T, H, W, 3] BGR (and scales them itself)."""
+        return self.backbone_input == PIXEL_INPUT
 
     @property
     def patches(self) -> list[int]:
@@ -100,6 +111,7 @@ class Manifest:
             "min_snippets": self.min_snippets,
             "preprocessing": self.preprocessing,
             **({"training_data": self.training_data} if self.training_data else {}),
+            "backbone_input": self.backbone_input,
             "graphs": {name: g.to_dict() for name, g in self.graphs.items()},
             "source": self.source,
         }
@@ -174,6 +186,10 @@ class Manifest:
                 raise BundleError(f"{source}: field 'graphs.{head[0]}' present but stage 0 is a backbone-only bundle")
         elif "temporal" not in graphs:
             raise BundleError(f"{source}: field 'graphs.temporal' is missing")
+        backbone_input = data.get("backbone_input", FLOAT_INPUT)
+        if backbone_input not in BACKBONE_INPUT_FORMATS:
+            raise BundleError(f"{source}: field 'backbone_input' = {backbone_input!r}: must be one of "
+                              f"{', '.join(json.dumps(f) for f in BACKBONE_INPUT_FORMATS)}")
         if stage > 1 and "spatial" not in graphs:
             raise BundleError(f"{source}: field 'graphs.spatial' is missing (stage {stage} has patch grids)")
         if stage == 1 and "spatial" in graphs:
@@ -182,4 +198,5 @@ class Manifest:
                    snippet_length=snippet_length, window=window, threshold=float(threshold), min_snippets=min_snippets,
                    preprocessing=data.get("preprocessing", {}) or {}, training_data=training_data,
                    producer=data.get("producer", ""),
-                   created=data.get("created", ""), source=data.get("source", {}) or {}, schema=schema)
+                   created=data.get("created", ""), source=data.get("source", {}) or {}, schema=schema,
+                   backbone_input=dict(backbone_input))

@@ -83,17 +83,40 @@ def _options(name: str, precision: str = "fp32", graph_key: str | None = None) -
     return {}
 
 
-def create_session(path: str, providers: list[str] | str | None = None,
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads of one core count once): what
+    ONNX Runtime's intra-op threads are matched to."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            with open(f"{topology}/physical_package_id") as a, open(f"{topology}/core_id") as b:
+                cores.add((a.read().strip(), b.read().strip()))
+        except OSError:
+            cores.add(("", str(cpu)))
+    return max(1, len(cores))
+
+
+def create_session(path: str | bytes, providers: list[str] | str | None = None,
                    threads: int | None = None, precision: str = "fp32",
-                   graph_key: str | None = None) -> ort.InferenceSession:
-    """An InferenceSession on the best provider that really works, without the noise of
-    the ones that do not. `precision` and `graph_key` (the graph's SHA-256) set TensorRT's
-    fp16 mode and its engine cache."""
+                   graph_key: str | None = None, spinning: bool = False) -> ort.InferenceSession:
+    """An InferenceSession (from a file, or a serialised graph) on the best provider that
+    really works, without the noise of the ones that do not. `precision` and `graph_key` (the
+    graph's SHA-256) set TensorRT's fp16 mode and its engine cache.
+
+    CPU threads: `threads` intra-op threads (default: one per physical core), one inter-op
+    thread, sequential execution: a graph's nodes run one after another, each across all
+    cores. Spinning (threads busy-waiting for the next parallel section) is off by default:
+    on a box whose cores also decode video and prepare snippets, a spinning thread takes a
+    core from them for nothing."""
     chosen = resolve(providers)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads or physical_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     quiet = any(p != "CPUExecutionProvider" for p in chosen)
     with contextlib.ExitStack() as stack:
         if quiet:

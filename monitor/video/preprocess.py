@@ -226,31 +226,70 @@ def fast_interpolation(source_hw: tuple[int, int], size: tuple[int, int]) -> int
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "fast") -> np.ndarray:
-    """BGR frames [T, H, W, 3] uint8 as decoded -> RGB planes [3, T, size[1], size[0]] uint8.
-    Resizing the interleaved frames (contiguous, as the decoder made them) and reordering the
-    small result is much cheaper than reordering full-size camera frames first."""
+    """BGR frames [T, H, W, 3] uint8 as decoded -> BGR frames [T, size[1], size[0], 3] uint8,
+    resized one interleaved frame at a time (contiguous, as the decoder made them)."""
     t = frames.shape[0]
     w, h = size
     if frames.shape[1:3] == (h, w):
-        small = frames
-    elif mode == "reference":
-        small = np.empty((t, h, w, 3), np.uint8)
+        return frames
+    small = np.empty((t, h, w, 3), np.uint8)
+    if mode == "reference":
         for i in range(t):  # the published call: Pillow, RGB image, LANCZOS
             rgb = Image.fromarray(np.ascontiguousarray(frames[i, :, :, ::-1]))
-            small[i] = np.asarray(rgb.resize(size, Image.Resampling.LANCZOS))[:, :, ::-1]  # back to BGR, as below
+            small[i] = np.asarray(rgb.resize(size, Image.Resampling.LANCZOS))[:, :, ::-1]  # back to BGR
     else:
         interpolation = fast_interpolation(frames.shape[1:3], size)
-        small = np.empty((t, h, w, 3), np.uint8)
         for i in range(t):
             cv2.resize(np.ascontiguousarray(frames[i]), size, dst=small[i], interpolation=interpolation)
-    return np.ascontiguousarray(small.transpose(3, 0, 1, 2)[::-1])  # channel-first; BGR -> RGB
+    return small
+
+
+def resize_cells(small: np.ndarray, boxes: list[tuple[int, int, int, int]], size: int, mode: str = "fast",
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """Cells (top, bottom, left, right) of frames [T, h, w, 3] uint8, each resized to size x size
+    -> [cells, T, size, size, 3] uint8, one interleaved frame of a cell per call, straight into
+    its place in the output (no plane split, no reordering copy). Every channel is filtered on
+    its own, so this equals resizing each plane alone (tests/test_preprocess.py holds it to that)."""
+    t = small.shape[0]
+    if out is None:
+        out = np.empty((len(boxes), t, size, size, 3), np.uint8)
+    for k, (top, bottom, left, right) in enumerate(boxes):
+        if mode == "reference":
+            for i in range(t):
+                image = Image.fromarray(np.ascontiguousarray(small[i, top:bottom, left:right]))
+                out[k, i] = np.asarray(image.resize((size, size), Image.Resampling.LANCZOS))
+            continue
+        interpolation = fast_interpolation((bottom - top, right - left), (size, size))
+        for i in range(t):
+            cv2.resize(small[i, top:bottom, left:right], (size, size), dst=out[k, i], interpolation=interpolation)
+    return out
+
+
+def pixels_to_clips(pixels: np.ndarray) -> np.ndarray:
+    """Backbone pixels [N, T, H, W, 3] BGR uint8 -> float clips [N, 3, T, H, W] RGB in [-1, 1]
+    (the float backbone input): the layout change and scaling a pixel-input graph does inside.
+    OpenCV splits the channels and `scale` writes each plane in place: no strided copy."""
+    n, t, h, w, _ = pixels.shape
+    out = np.empty((n, 3, t, h, w), np.float32)
+    for i in range(n):
+        planes = cv2.split(np.ascontiguousarray(pixels[i]).reshape(t * h, w, 3))
+        for c in range(3):
+            scale(planes[2 - c], out=out[i, c].reshape(t * h, w))  # BGR -> RGB
+    return out
 
 
 class Preprocessor:
-    """Turns one snippet of frames into the backbone's crop and patch clips for a Geometry."""
+    """Turns one snippet of frames into the backbone's crop and patch clips for a Geometry.
+
+    The one path is `pixels`: frames resized once, the crops cut from them (views until they
+    are copied into a batch), the patch cells resized in one pass; uint8 BGR [N, T, H, W, 3],
+    the input of a pixel-input backbone graph, which scales and reorders inside. `snippet`
+    gives the same clips as float [N, 3, T, H, W] RGB in [-1, 1] for float-input graphs."""
 
     def __init__(self, geometry: Geometry | None = None):
         self.geometry = geometry or Geometry()
+        g = self.geometry
+        self._patch_boxes = [box for grid in g.grids for box in g.patch_boxes(grid)]
 
     def _check(self, frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames)
@@ -261,51 +300,52 @@ class Preprocessor:
             raise ValueError(f"frames: expected uint8 pixels as OpenCV decodes them, got {frames.dtype}")
         return frames
 
+    def small(self, frames: np.ndarray) -> np.ndarray:
+        """BGR uint8 [16, H, W, 3] -> BGR uint8 [16, height, width, 3] at frame_size."""
+        return resize_frames(self._check(frames), self.geometry.frame_size, self.geometry.resize)
+
     def planes(self, frames: np.ndarray) -> np.ndarray:
         """BGR uint8 [16, H, W, 3] -> RGB uint8 planes [3, 16, height, width] at frame_size."""
-        return resize_frames(self._check(frames), self.geometry.frame_size, self.geometry.resize)
+        return np.ascontiguousarray(self.small(frames).transpose(3, 0, 1, 2)[::-1])
 
     def resized(self, frames: np.ndarray) -> np.ndarray:
         """BGR uint8 [16, H, W, 3] -> RGB uint8 [16, height, width, 3] at frame_size."""
-        return np.ascontiguousarray(self.planes(frames).transpose(1, 2, 3, 0))
+        return np.ascontiguousarray(self.small(frames)[..., ::-1])
 
-    def crops_from_planes(self, planes: np.ndarray) -> np.ndarray:
-        """[3, T, height, width] uint8 -> [crops, 3, T, crop, crop] float32 in SPEC §1 order."""
+    def crop_views(self, small: np.ndarray) -> list[np.ndarray]:
+        """Resized frames [T, h, w, 3] -> the crops in SPEC §1 order, as views [T, s, s, 3]."""
         g = self.geometry
         s = g.crop_size
         boxes = g.crop_boxes()
         if g.crops == 1:
-            boxes, views = boxes[2:3], [planes]
+            boxes, views = boxes[2:3], [small]
         else:
-            views = [planes, planes[..., ::-1]]  # the same five positions on the mirrored frames
-        out = np.empty((len(views) * len(boxes),) + planes.shape[:2] + (s, s), np.float32)
-        for k, (view, (y, x)) in enumerate((v, b) for v in views for b in boxes):
-            scale(view[:, :, y:y + s, x:x + s], out=out[k])
-        return out
+            views = [small, small[:, :, ::-1]]  # the same five positions on the mirrored frames
+        return [view[:, y:y + s, x:x + s] for view in views for y, x in boxes]
 
-    def patches_from_planes(self, planes: np.ndarray) -> np.ndarray | None:
-        """[3, T, height, width] uint8 -> [ΣP, 3, T, patch, patch] float32, grids in order,
-        each row-major; None when the geometry has no grids."""
-        g = self.geometry
-        if not g.grids:
+    def patch_pixels(self, small: np.ndarray, out: np.ndarray | None = None) -> np.ndarray | None:
+        """Resized frames [T, h, w, 3] -> patches [ΣP, T, p, p, 3] uint8 (grids in order, each
+        row-major); None when the geometry has no grids."""
+        if not self._patch_boxes:
             return None
-        p = g.patch_size
-        out = np.empty((sum(g.patches),) + planes.shape[:2] + (p, p), np.float32)
-        boxes = [box for grid in g.grids for box in g.patch_boxes(grid)]
-        for k, (top, bottom, left, right) in enumerate(boxes):
-            scale(resize_planes(planes[:, :, top:bottom, left:right], (p, p), g.resize), out=out[k])
-        return out
+        return resize_cells(small, self._patch_boxes, self.geometry.patch_size, self.geometry.resize, out)
+
+    def pixels(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """16 BGR frames -> (crops [C, 16, s, s, 3], patches [ΣP, 16, p, p, 3] or None), uint8 BGR."""
+        small = self.small(frames)
+        return np.stack(self.crop_views(small)), self.patch_pixels(small)
 
     def crops(self, frames: np.ndarray) -> np.ndarray:
         """[16, H, W, 3] BGR uint8 -> [crops, 3, 16, crop, crop] float32."""
-        return self.crops_from_planes(self.planes(frames))
+        return pixels_to_clips(np.stack(self.crop_views(self.small(frames))))
 
     def patches(self, frames: np.ndarray) -> np.ndarray | None:
         """[16, H, W, 3] BGR uint8 -> [ΣP, 3, 16, patch, patch] float32 (grids in order, each
         row-major); None when the geometry has no grids."""
-        return self.patches_from_planes(self.planes(frames))
+        patches = self.patch_pixels(self.small(frames))
+        return None if patches is None else pixels_to_clips(patches)
 
     def snippet(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Both at once, resizing the frames once: (crops, patches or None)."""
-        planes = self.planes(frames)
-        return self.crops_from_planes(planes), self.patches_from_planes(planes)
+        """Both as float clips, resizing the frames once: (crops, patches or None)."""
+        crops, patches = self.pixels(frames)
+        return pixels_to_clips(crops), None if patches is None else pixels_to_clips(patches)

@@ -21,6 +21,7 @@ class RawSnippet:
     received: float = 0.0   # wall-clock time the last frame was read (latency)
     first_position: float | None = None   # files: seconds into the file of the first and last frame
     last_position: float | None = None
+    prepared: tuple | None = None   # the backbone input made from `frames` (the engine prepares it)
 
     @property
     def keyframe(self) -> np.ndarray:

@@ -1,0 +1,171 @@
+"""The engine on real video files, through the real Engine (reader threads, preprocessing,
+batching, heads, policy, publisher):
+
+- throughput: N cameras fed as fast as they can be read (files unpaced, looped: nothing is
+  dropped, the engine is the bottleneck), against the inference bound: the same batches, of
+  the same sizes, through the graphs alone (fused_features and the temporal head, as the
+  engine runs them) with their inputs prepared beforehand;
+- latency at 25 fps: N paced cameras, a snippet's last frame read -> its score published;
+- cameras_at_25fps: paced 25 fps cameras added until snippets are dropped or fall behind,
+  found by trying (a step up from a known good count, halving between good and bad)."""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+
+import numpy as np
+
+from monitor.capacity.context import FPS, Bench
+from monitor.config import CameraConfig, Config
+from monitor.engine import Engine, fused_features, score_windows
+from monitor.messages.publisher import Publisher
+
+KEYS = {
+    "engine_snippets_per_s": "snippets scored per second, N cameras read as fast as they decode",
+    "inference_bound_snippets_per_s": "the same batches through the graphs alone, inputs prepared beforehand",
+    "engine_efficiency": "engine_snippets_per_s / inference_bound_snippets_per_s",
+    "mean_batch": "mean snippets per backbone call in the engine run",
+}
+LATENCY_KEYS = {
+    "latency_ms_p50": "median: a snippet's last frame read -> its score published, N paced 25 fps cameras (ms)",
+    "latency_ms_p99": "99th percentile of the same (ms)",
+    "dropped_at_25fps": "snippets dropped in that run (live cameras drop when scoring falls behind)",
+}
+CAMERA_KEYS = {
+    "cameras_at_25fps": "most paced 25 fps cameras held with nothing dropped and no camera behind (by trying)",
+    "cameras_tried": "camera counts tried, and whether each held",
+}
+MAX_TRIALS = 7
+
+
+def run_engine(bench: Bench, cameras: int, *, paced: bool, seconds: float, min_batches: int = 0) -> dict:
+    """`cameras` looped video files through the Engine for `seconds` (and at least
+    `min_batches` backbone batches, within a generous bound) -> what happened."""
+    videos = bench.videos()
+    config = Config()
+    config.log.snapshots = None
+    config.cameras = [CameraConfig(url=str(videos[i % len(videos)]), name=f"cam{i}", loop=True, pace=paced)
+                      for i in range(cameras)]
+    publisher = Publisher(f"inproc://bench-{uuid.uuid4().hex}", "bench")
+    scored: list[tuple[float, str, float]] = []
+    publisher.add_listener(lambda topic, m: scored.append((time.perf_counter(), m["camera"], m["latency_ms"]))
+                           if topic.startswith("score.") else None)
+    quiet = logging.getLogger("monitor")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    engine = Engine(config, bench.bundle, publisher, None)
+    try:
+        engine.warm_up()
+        engine.start()
+        started = time.perf_counter()
+        engine.wait(seconds)  # looped sources never end: this is the run's length
+        limit = started + max(120.0, 10 * seconds)
+        while engine.batches < min_batches and engine.error is None and time.perf_counter() < limit:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        with engine._cond:
+            dropped = sum(c.dropped for c in engine.cameras)
+            behind = max(len(c.pending) for c in engine.cameras)
+    finally:
+        engine.stop()
+        engine.join(3.0)
+        publisher.close()
+        quiet.setLevel(level)
+    if engine.error:
+        raise engine.error
+    return {"scored": scored, "elapsed": elapsed, "dropped": dropped, "behind": behind,
+            "batches": list(engine.batch_sizes), "snippets": engine.snippets_scored}
+
+
+def steady_rate(scored: list[tuple[float, str, float]]) -> float:
+    """Snippets per second from the first score published to the last, the first burst aside."""
+    if len(scored) < 2:
+        return 0.0
+    times = sorted(t for t, _, _ in scored)
+    first = sum(1 for t in times if t - times[0] < 1e-3)
+    span = times[-1] - times[0]
+    return (len(times) - first) / span if span > 0 else 0.0
+
+
+def inference_bound(bench: Bench, batches: list[int], cameras: int, budget_s: float) -> float:
+    """The engine's batches replayed through the graphs alone -> snippets per second."""
+    bundle, w = bench.bundle, bench.bundle.manifest.window
+    prepared = bench.prepared(max(batches))
+    counts = [0] * cameras
+    order = itertools.cycle(range(cameras))
+    fused = fused_features(bundle, prepared[:1])[0]  # warm-up, and a snippet's features for windows
+    done = spent = 0.0
+    for n in batches:
+        cams = [next(order) for _ in range(n)]
+        lengths = []
+        for cam in cams:
+            counts[cam] += 1
+            lengths.append(min(w, counts[cam]))
+        windows = [np.repeat(fused, length, axis=0) for length in lengths]
+        t = time.perf_counter()
+        out = fused_features(bundle, prepared[:n])[0]
+        score_windows(bundle.scores, [np.concatenate([win[:-1], out[i:i + 1]]) for i, win in enumerate(windows)])
+        spent += time.perf_counter() - t
+        done += n
+        if spent > budget_s:
+            break
+    return done / spent if spent else 0.0
+
+
+def measure(bench: Bench) -> dict:
+    run = run_engine(bench, bench.cameras, paced=False, seconds=bench.seconds, min_batches=4)
+    rate = steady_rate(run["scored"])
+    batches = run["batches"] or [1]
+    bound = inference_bound(bench, batches, bench.cameras, budget_s=max(2.0, bench.seconds / 2))
+    return {"engine_snippets_per_s": round(rate, 2), "inference_bound_snippets_per_s": round(bound, 2),
+            "engine_efficiency": round(rate / bound, 3) if bound else None,
+            "mean_batch": round(float(np.mean(batches)), 2)}
+
+
+def measure_latency(bench: Bench) -> dict:
+    run = run_engine(bench, bench.cameras, paced=True, seconds=bench.seconds)
+    per_camera: dict[str, list[float]] = {}
+    for _, camera, latency in run["scored"]:
+        per_camera.setdefault(camera, []).append(latency)
+    steady = [v for values in per_camera.values() for v in values[2:]]  # past the start-up
+    steady = steady or [v for values in per_camera.values() for v in values]
+    return {"latency_ms_p50": round(float(np.percentile(steady, 50)), 1) if steady else None,
+            "latency_ms_p99": round(float(np.percentile(steady, 99)), 1) if steady else None,
+            "dropped_at_25fps": run["dropped"]}
+
+
+def holds(bench: Bench, cameras: int, seconds: float) -> bool:
+    """`cameras` paced 25 fps cameras for `seconds`: nothing dropped, no camera more than a
+    snippet behind at the end, every camera scored about as many snippets as its video made."""
+    run = run_engine(bench, cameras, paced=True, seconds=seconds)
+    made = seconds * FPS / bench.geometry.snippet_length
+    counts = {}
+    for _, camera, _ in run["scored"]:
+        counts[camera] = counts.get(camera, 0) + 1
+    kept_up = len(counts) == cameras and min(counts.values()) >= made - 3
+    return run["dropped"] == 0 and run["behind"] <= 1 and kept_up
+
+
+def measure_cameras(bench: Bench) -> dict:
+    per_camera = FPS / bench.geometry.snippet_length  # snippets per second a camera makes
+    bound = bench.results.get("inference_bound_snippets_per_s") or per_camera
+    guess = max(1, int(bound / per_camera))  # the graphs' limit: an upper bound, usually
+    seconds = max(3.0, bench.seconds)
+    good, bad, tried = 0, None, []
+    cameras = guess
+    for _ in range(MAX_TRIALS):
+        ok = holds(bench, cameras, seconds)
+        tried.append(f"{cameras}:{'held' if ok else 'failed'}")
+        bench.log(f"  {cameras} cameras at 25 fps: {'held' if ok else 'failed'}")
+        if ok:
+            good = cameras
+        else:
+            bad = cameras
+        if bad is not None and bad - good <= 1:
+            break
+        cameras = good + 1 if bad is None else (good + bad) // 2
+        if cameras < 1:
+            break
+    return {"cameras_at_25fps": good, "cameras_tried": " ".join(tried)}
