@@ -123,14 +123,14 @@ def test_upgrading_refuses_a_pixel_bundle_and_a_used_directory(tmp_path, capsys)
     assert export_main(["--bundle", str(tmp_path / "float"), "--uint8-input", "--out", str(pixel_dir)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert export_main(["--bundle", str(tmp_path / "nothing"), "--uint8-input", "--out", str(tmp_path / "x")]) == 2
-    assert "not a bundle directory" in capsys.readouterr().err
+    assert "no such bundle directory" in capsys.readouterr().err
 
 
 def test_shipped_demo_bundle_takes_pixels_and_its_checksum_holds():
     m = Manifest.read(DEMO_BUNDLE)
     assert m.takes_pixels
-    from monitor.model.manifest import file_sha256
-    assert m.source["sha256"]["backbone.onnx"] == file_sha256(DEMO_BUNDLE / "backbone.onnx")
+    from monitor.model.integrity import sha256
+    assert m.source["sha256"]["backbone.onnx"] == sha256(DEMO_BUNDLE / "backbone.onnx")
 
 
 @pytest.mark.parametrize("which", ["demo", "i3d"])
