@@ -169,8 +169,10 @@ def synthetic_model_warning(manifest, name: str, cameras) -> str | None:
 
 # A batch holds at most this many bytes of backbone input (pixels as uint8), so that a large
 # backbone (I3D: 59 clips of 16 x 224 x 224, 142 MB a snippet) is fed a snippet at a time
-# while a small one (the demo: 1.8 MB) batches every camera's snippet into one call.
-MAX_BATCH_BYTES = 64 << 20
+# while a small one (the demo: 1.8 MB) batches up to 17 cameras' snippets into one call. The
+# graphs' working memory grows with the batch (the demo's: about 50 MB a snippet), and the
+# engine takes it at start (warm_up), so this also bounds the monitor's memory.
+MAX_BATCH_BYTES = 32 << 20
 
 
 def batch_limit(geometry: Geometry, max_batch: int) -> int:
@@ -433,15 +435,15 @@ class Engine:
 
     # ------------------------------------------------------------------ lifecycle
     def warm_up(self) -> None:
-        """One small run of each graph, so the first real snippet does not pay the set-up."""
+        """A run of every graph at the largest batch the engine can form (every camera's queue
+        full), so that the first snippets do not pay the set-up and the memory the graphs need
+        is taken now, at start, not the first time the cameras fall behind."""
         g = self.geometry
-        shapes = {(g.crop_size, g.crop_size)} | ({(g.patch_size, g.patch_size)} if g.grids else set())
-        for h, w in shapes:
-            self._run(self.bundle.backbone, np.zeros((1, 3, g.snippet_length, h, w), np.float32))
-        m = self.bundle.manifest
-        crops = np.zeros((1, m.crops, m.feature_size), np.float32)
-        patches = np.zeros((1, sum(m.patches), m.feature_size), np.float32) if m.stage > 1 else None
-        self._run(self.bundle.scores, self._run(self.bundle.fuse, crops, patches)[None])
+        n = max(1, min(self.max_batch, len(self.cameras) * self.config.engine.max_pending))
+        frames = np.zeros((g.snippet_length, g.frame_size[1], g.frame_size[0], 3), np.uint8)
+        fused, _ = fused_features(self.bundle, [prepare_clips(self.preprocessor, self.bundle, frames)] * n, self._run)
+        windows = [np.repeat(fused[:1], self.window, axis=0)] * max(1, min(n, len(self.cameras)))
+        score_windows(lambda w: self._run(self.bundle.scores, w), windows)
 
     def start(self) -> "Engine":
         for target, name in ((self._score_loop, "engine"), (self._housekeeping_loop, "status")):
