@@ -321,7 +321,8 @@ class Engine:
                                   target_per_day=base.target_per_day, smoothing=base.smoothing,
                                   min_snippets=base.min_snippets or self.bundle.manifest.min_snippets,
                                   search=base.min_snippets is None, cooldown_s=base.cooldown_s,
-                                  false_alerts=len(extra), sources=[cam.source.display])
+                                  false_alerts=len(extra), sources=[cam.source.display],
+                                  floor=self.bundle.manifest.threshold)
         except calib.CalibrationError as exc:
             learner.learn_s += c.learn_s   # e.g. footage broken into short stretches: learn longer
             log.warning("%s: cannot calibrate yet (%s); learning %.0f s more", c.name, exc, c.learn_s)

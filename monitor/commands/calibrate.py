@@ -190,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
                               smoothing=settings.smoothing,
                               min_snippets=settings.min_snippets or bundle.manifest.min_snippets,
                               search=settings.min_snippets is None, cooldown_s=settings.cooldown_s,
-                              false_alerts=len(extra), sources=[f.label for f in footage])
+                              false_alerts=len(extra), sources=[f.label for f in footage],
+                              floor=bundle.manifest.threshold)
     except calib.CalibrationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
