@@ -44,6 +44,7 @@ from monitor.alerts.policy import AlertPolicy, SnippetInfo  # noqa: E402
 from monitor.config import DEMO_BUNDLE, AlertSettings  # noqa: E402
 from monitor.messages.event_log import read_events  # noqa: E402
 from monitor.video.synthetic import SyntheticCamera, SyntheticConfig  # noqa: E402
+from tests.live_helpers import endpoint as free_endpoint  # noqa: E402
 from training.demo import BENCH_SEEDS, CAMERA, SNIPPET  # noqa: E402
 
 SEED0 = BENCH_SEEDS + 100_000
@@ -240,7 +241,7 @@ def real(args) -> None:
             for label, state in (("calibrated", tmp / "state"), ("bundle", tmp / "empty")):
                 db = tmp / f"{label}.db"
                 run = _run(["--no-dashboard", "--model", str(args.bundle), "--source", f"{camera}={tmp / 'second.avi'}",
-                            "--state", str(state), "--events", str(db), "--publish", "inproc://bench"], tmp)
+                            "--state", str(state), "--events", str(db), "--publish", free_endpoint()], tmp)
                 starts = [e for e in read_events(db) if e["event"] == "start"] if run.returncode == 0 else None
                 counts[label] = "failed" if starts is None else len(starts)
             print(f"   {name} ({total} frames, {fps:g} fps, {size[0]}x{size[1]}): calibrated on {stored['footage_s']:.1f} s "

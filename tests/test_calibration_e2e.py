@@ -210,3 +210,12 @@ def test_calibrate_refuses_bad_input_in_one_line(tmp_path):
         assert proc.wait() == 2
         err = proc.stderr().strip()
         assert len(err.splitlines()) == 1 and reason in err and "Traceback" not in err, err
+    # A damaged calibration file stops the monitor naming it, rather than falling back unseen.
+    damaged = tmp_path / "s" / "calibration" / "cam" / f"{bundle_sha(DEMO_BUNDLE)[:16]}.json"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_text("{broken")
+    proc = monitor(tmp_path, "--source", "cam=synthetic://", "--state", str(tmp_path / "s"), "--publish", endpoint(),
+                   "--events", str(tmp_path / "e.db"), "--no-dashboard", name="damaged")
+    assert proc.wait() == 2
+    err = proc.stderr().strip().splitlines()[-1]
+    assert err.startswith(f"error: {damaged}: cannot read it") and "calibrate the camera again" in err, err
