@@ -229,6 +229,24 @@ def calibrate(footage: list[Footage], *, camera: str, bundle_sha: str, target_pe
     return cal
 
 
+def calibrate_camera(footage: list[Footage], marked_false: list[dict], *, camera: str, bundle_sha: str,
+                     settings: AlertSettings, manifest, target_per_day: float | None = None,
+                     sources: list | None = None) -> Calibration:
+    """`calibrate` for a camera as configured (`settings`: its alert settings, not resolved)
+    and its bundle (`manifest`): the smoothing and cooldown it runs with, a minimum duration
+    the configuration fixes or else a search from the bundle's, the bundle's threshold as the
+    floor, and the alerts marked false (their `end` messages) as more footage."""
+    extra, skipped = false_alert_footage(marked_false, bundle_sha)
+    if skipped:
+        log.info("%s: %d alert(s) marked false left out (scored by another bundle, or without their scores)",
+                 camera, skipped)
+    return calibrate(footage + extra, camera=camera, bundle_sha=bundle_sha,
+                     target_per_day=settings.target_per_day if target_per_day is None else target_per_day,
+                     smoothing=settings.smoothing, min_snippets=settings.min_snippets or manifest.min_snippets,
+                     search=settings.min_snippets is None, cooldown_s=settings.cooldown_s, false_alerts=len(extra),
+                     sources=sources, floor=manifest.threshold)
+
+
 def _level(stats: list, q: float, per_day: float, k: int, run: int, floor: float | None = None) -> dict:
     """The on level for exceedance probability q of one start statistic, capped at MAX_ON."""
     stat = np.concatenate(stats)
