@@ -362,15 +362,11 @@ class Engine:
         """A learning camera has seen enough: calibrate, store, and alert from now on."""
         learner, c = cam.learner, cam.config
         base = self.config.alert_settings(c)
-        footage = learner.footage("learnt live")
         marked = self.false_alerts(c.name) if self.false_alerts is not None else []
-        extra, _ = calib.false_alert_footage(marked, self.bundle_sha)
         try:
-            cal = calib.calibrate(footage + extra, camera=c.name, bundle_sha=self.bundle_sha,
-                                  target_per_day=base.target_per_day, smoothing=base.smoothing,
-                                  min_snippets=base.min_snippets or self.bundle.manifest.min_snippets,
-                                  search=base.min_snippets is None, cooldown_s=base.cooldown_s,
-                                  false_alerts=len(extra), sources=[cam.source.display])
+            cal = calib.calibrate_camera(learner.footage("learnt live"), marked, camera=c.name,
+                                         bundle_sha=self.bundle_sha, settings=base, manifest=self.bundle.manifest,
+                                         sources=[cam.source.display])
         except calib.CalibrationError as exc:
             learner.learn_s += c.learn_s   # e.g. footage broken into short stretches: learn longer
             log.warning("%s: cannot calibrate yet (%s); learning %.0f s more", c.name, exc, c.learn_s)

@@ -50,6 +50,22 @@ def test_a_known_pareto_tail_gives_back_its_level_far_past_the_data(seed):
     assert tail.probability(tail.level(q)) == pytest.approx(q, rel=1e-6)
 
 
+def test_declustered_peaks_count_an_excursion_once():
+    # Each draw of a known tail held for 4 values in a row, as a score stays up for a few
+    # snippets: every value exceeds a level with the draw's probability, a cluster starts with
+    # a quarter of it.
+    from monitor.alerts.tail import fit_clustered_tail
+    shape, scale, q = 0.1, 1.0, 1e-5
+    draws = _pareto(40_000, shape, scale, seed=0)
+    series = np.repeat(draws, 4)
+    z = _level(q, shape, scale)
+    per_value = fit_tail(series).probability(z)
+    per_cluster = fit_clustered_tail([series], run=1).probability(z)
+    assert per_value == pytest.approx(q, rel=0.35)
+    assert per_cluster == pytest.approx(q / 4, rel=0.35)
+    assert 0.7 < 4 * per_cluster / per_value < 1.05   # neighbouring draws above t merge now and then
+
+
 def test_more_false_alerts_allowed_gives_a_lower_threshold():
     rng = np.random.default_rng(7)
     scores = 1 / (1 + np.exp(-rng.normal(-3.0, 1.0, 3000)))   # a quiet camera's logits
@@ -63,6 +79,20 @@ def test_more_false_alerts_allowed_gives_a_lower_threshold():
         assert c.snippets == 3000 and c.snippets_per_day == pytest.approx(81000, rel=1e-6)
     # Past the data: one false alert a day is rarer than anything in 53 minutes of footage.
     assert levels[1].threshold > scores.max()
+
+
+def test_short_footage_never_takes_the_level_below_the_bundles():
+    rng = np.random.default_rng(8)
+    scores = 1 / (1 + np.exp(-rng.normal(-4.0, 0.5, 600)))   # 10 min of a very quiet camera
+    footage = [calib.Footage(scores, 600 * 16 / 15)]
+    free = calib.calibrate(footage, camera="c", bundle_sha="s" * 64, target_per_day=1, min_snippets=1, search=False)
+    held = calib.calibrate(footage, camera="c", bundle_sha="s" * 64, target_per_day=1, min_snippets=1, search=False,
+                           floor=0.5)
+    assert free.threshold < 0.5 and held.threshold == 0.5 and held.reached
+    # 10 minutes are a long time at 240 false alerts a day (one every 6 minutes): no floor then.
+    busy = calib.calibrate(footage, camera="c", bundle_sha="s" * 64, target_per_day=240, min_snippets=1,
+                           search=False, floor=0.5)
+    assert busy.threshold < 0.5
 
 
 def test_footage_that_spikes_for_single_snippets_gets_a_longer_minimum_duration():

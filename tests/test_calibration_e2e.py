@@ -185,6 +185,23 @@ def test_an_alert_marked_false_is_normal_footage_for_the_next_calibration(tmp_pa
                 "--state", str(tmp_path / "state")) == []
 
 
+@pytest.mark.slow
+def test_calibrate_learns_from_a_folder_of_recordings_in_name_order(tmp_path):
+    bundle = cached_bundle()
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    for i, seed in enumerate((3, 4)):
+        write_video(folder / f"gate-{i}.avi", [(16 * 20, DARK)], seed=seed)
+    (folder / "notes.txt").write_text("not a video")
+    proc = monitor(tmp_path, "calibrate", "--model", str(bundle), "--source", f"gate={folder}", "--state",
+                   str(tmp_path / "state"), "--events", str(tmp_path / "none.db"), name="folder")
+    assert proc.wait(600) == 0, proc.stderr()
+    stored = json.loads(next((tmp_path / "state" / "calibration" / "gate").glob("*.json")).read_text())
+    # Two files of 20 snippets of 0.64 s, each its own stretch (the window starts again).
+    assert stored["snippets"] == 40 and stored["footage_s"] == pytest.approx(2 * 20 * 0.64)
+    assert [s.rsplit("/", 1)[-1] for s in stored["sources"]] == ["gate-0.avi", "gate-1.avi"]
+
+
 def test_calibrate_refuses_bad_input_in_one_line(tmp_path):
     for args, reason in ((["--source", f"cam={tmp_path / 'missing.mp4'}"], "no such video file or folder"),
                          (["--source", str(tmp_path), "--target-per-day", "0"], "--target-per-day = 0"),
@@ -193,3 +210,12 @@ def test_calibrate_refuses_bad_input_in_one_line(tmp_path):
         assert proc.wait() == 2
         err = proc.stderr().strip()
         assert len(err.splitlines()) == 1 and reason in err and "Traceback" not in err, err
+    # A damaged calibration file stops the monitor naming it, rather than falling back unseen.
+    damaged = tmp_path / "s" / "calibration" / "cam" / f"{bundle_sha(DEMO_BUNDLE)[:16]}.json"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_text("{broken")
+    proc = monitor(tmp_path, "--source", "cam=synthetic://", "--state", str(tmp_path / "s"), "--publish", endpoint(),
+                   "--events", str(tmp_path / "e.db"), "--no-dashboard", name="damaged")
+    assert proc.wait() == 2
+    err = proc.stderr().strip().splitlines()[-1]
+    assert err.startswith(f"error: {damaged}: cannot read it") and "calibrate the camera again" in err, err

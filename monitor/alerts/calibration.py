@@ -6,15 +6,20 @@ raw scores (a moving mean over `smoothing` snippets) and starts an alert when
 `min_snippets` consecutive smoothed scores reach `on`, that is when the minimum of the last
 `min_snippets` smoothed scores does. That statistic, over the normal footage, is the sample;
 its upper tail is fitted by peaks over threshold (monitor.alerts.tail) in logit space (the
-scores are sigmoid outputs: logit spreads the crowded top of [0, 1] back out), and `on` is
-the level it exceeds with probability q = target per day / snippets the camera scores per
-day. Counting exceedances rather than alerts over-counts (an alert holds while the score
-stays up, then a cooldown follows), so the target errs on the quiet side.
+scores are sigmoid outputs: logit spreads the crowded top of [0, 1] back out), on the
+maxima of its excursions (values that stay up for several snippets, or come back within a
+cooldown, are one excursion and would be one alert), and `on` is the level at which an
+excursion starts with probability q = target per day / snippets the camera scores per day.
+The fit errs on the quiet side: its shape is held at 0 or above (a bounded tail fitted from
+a few dozen peaks puts its end too close above the largest value seen), the rate at a level
+is never taken below what the footage itself shows there, and on short footage (less than
+1 / target days) `on` is never set below the bundle's threshold (see `calibrate`).
 
 A model can score normal footage at the very top (the demo model gives real footage 1.000
 for a snippet or two): no level below MAX_ON then keeps a one-snippet policy quiet. The
 minimum duration is the other handle: starting from the bundle's, longer runs are tried
-until one reaches the target below MAX_ON. The off level sits at the camera's own ordinary
+until one reaches the target below MAX_ON (when none does, the one that would have raised
+the fewest alerts on the footage itself, flagged `reached: false`). The off level sits at the camera's own ordinary
 high level (its 90th percentile), never below on - 0.1 and never above on, so that an
 alert ends when the camera is back to normal, even on a camera whose baseline is high.
 """
@@ -28,7 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from monitor.alerts.policy import AlertPolicy, SnippetInfo
-from monitor.alerts.tail import MIN_PEAKS, fit_tail
+from monitor.alerts.tail import MIN_PEAKS, cluster_maxima, fit_clustered_tail
 from monitor.config import AlertSettings
 
 log = logging.getLogger("monitor.alerts.calibration")
@@ -160,8 +165,14 @@ def _sigmoid(z: float) -> float:
 
 def calibrate(footage: list[Footage], *, camera: str, bundle_sha: str, target_per_day: float,
               smoothing: int = 1, min_snippets: int = 1, search: bool = True, cooldown_s: float = 10.0,
-              false_alerts: int = 0, sources: list | None = None) -> Calibration:
+              false_alerts: int = 0, sources: list | None = None, floor: float | None = None) -> Calibration:
     """Fit the policy for `target_per_day` false alerts per day on `footage`.
+
+    `floor` (the bundle's threshold): the on level is not set below it unless the footage is
+    long enough to have shown one false alert at the target rate (footage days × target >= 1).
+    Shorter footage can say that a camera is noisier than the bundle assumes, and how much (the
+    tail fit extrapolates upwards), but not that it is quieter: the rare excursions that make
+    false alerts are exactly what a short stretch of footage may happen not to hold.
 
     `min_snippets` is where the search starts (the bundle's); with `search` False it is kept
     (the configuration fixes it). `cooldown_s` only enters the replay that counts the alerts
@@ -178,11 +189,12 @@ def calibrate(footage: list[Footage], *, camera: str, bundle_sha: str, target_pe
     q = target_per_day / per_day
     ks = range(min_snippets, max(min_snippets, MAX_MIN_SNIPPETS) + 1) if search else [min_snippets]
     options = []
+    run = max(1, math.ceil(cooldown_s / (seconds / snippets)))   # snippets within one excursion
     for k in ks:
-        stat = np.concatenate([start_statistic(f.scores, smoothing, k) for f in footage])
-        if len(stat) < MIN_PEAKS + 1:
+        stats = [start_statistic(f.scores, smoothing, k) for f in footage]
+        if sum(len(x) for x in stats) < MIN_PEAKS + 1:
             continue
-        option = _level(stat, q, per_day, k)
+        option = _level(stats, q, per_day, k, run, floor if seconds / DAY_S * target_per_day < 1 else None)
         options.append(option)
         if option["reached"]:
             break
@@ -217,23 +229,46 @@ def calibrate(footage: list[Footage], *, camera: str, bundle_sha: str, target_pe
     return cal
 
 
-def _level(stat: np.ndarray, q: float, per_day: float, k: int) -> dict:
+def calibrate_camera(footage: list[Footage], marked_false: list[dict], *, camera: str, bundle_sha: str,
+                     settings: AlertSettings, manifest, target_per_day: float | None = None,
+                     sources: list | None = None) -> Calibration:
+    """`calibrate` for a camera as configured (`settings`: its alert settings, not resolved)
+    and its bundle (`manifest`): the smoothing and cooldown it runs with, a minimum duration
+    the configuration fixes or else a search from the bundle's, the bundle's threshold as the
+    floor, and the alerts marked false (their `end` messages) as more footage."""
+    extra, skipped = false_alert_footage(marked_false, bundle_sha)
+    if skipped:
+        log.info("%s: %d alert(s) marked false left out (scored by another bundle, or without their scores)",
+                 camera, skipped)
+    return calibrate(footage + extra, camera=camera, bundle_sha=bundle_sha,
+                     target_per_day=settings.target_per_day if target_per_day is None else target_per_day,
+                     smoothing=settings.smoothing, min_snippets=settings.min_snippets or manifest.min_snippets,
+                     search=settings.min_snippets is None, cooldown_s=settings.cooldown_s, false_alerts=len(extra),
+                     sources=sources, floor=manifest.threshold)
+
+
+def _level(stats: list, q: float, per_day: float, k: int, run: int, floor: float | None = None) -> dict:
     """The on level for exceedance probability q of one start statistic, capped at MAX_ON."""
+    stat = np.concatenate(stats)
     z = _logit(stat)
     top = float(_logit(MAX_ON))
     out = {"k": k, "values": int(len(stat)), "max": round(float(stat.max()), 6)}
+
+    def starts(level: float) -> int:   # excursions of the footage's statistic to `level`
+        return sum(len(cluster_maxima(x, level - 1e-12, run)) for x in stats)
+
     try:
-        tail = fit_tail(z, min_shape=0.0)
+        tail = fit_clustered_tail([_logit(x) for x in stats], run, min_shape=0.0)
     except ValueError as exc:   # no spread in the tail (e.g. all at 1.0): only the empirical rate,
         # and no fewer than one exceedance in the sample, since none seen in n says little.
-        rate = max(1, int(np.count_nonzero(z >= top))) / len(z) * per_day
+        rate = max(1, starts(MAX_ON)) / len(z) * per_day
         return {**out, "on": MAX_ON, "estimated_per_day": rate, "reached": rate <= q * per_day, "note": str(exc)}
     level = tail.level(q)
     # Rounded up to 4 decimals, so that rounding never takes it below the level.
     on = math.ceil(_sigmoid(level) * 1e4) / 1e4 if math.isfinite(level) else MAX_ON
-    on = min(on, MAX_ON)
+    on = min(max(on, floor or 0.0), MAX_ON)
     # Never less than the footage itself shows at that level.
-    rate = max(tail.probability(float(_logit(on))), float(np.count_nonzero(stat >= on)) / len(stat)) * per_day
+    rate = max(tail.probability(float(_logit(on))), starts(on) / len(stat)) * per_day
     out.update({"on": float(on), "estimated_per_day": rate, "reached": rate <= q * per_day * (1 + 1e-6),
                 "shape": round(tail.fit.shape, 4), "scale": round(tail.fit.scale, 4),
                 "initial_threshold": round(_sigmoid(tail.t), 6), "peaks": tail.peaks, "fit": tail.fit.method})

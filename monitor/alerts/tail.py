@@ -90,6 +90,41 @@ def fit_tail(sample, peaks: int | None = None, min_shape: float | None = None) -
     return Tail(t, n, len(excess), fit_pareto(excess, min_shape), x)
 
 
+def cluster_maxima(series: np.ndarray, t: float, run: int) -> np.ndarray:
+    """The maximum of each cluster of values above t in one ordered series: exceedances less
+    than `run` values apart belong to the same cluster (runs declustering)."""
+    above = np.flatnonzero(series > t)
+    if len(above) == 0:
+        return np.empty(0)
+    breaks = np.flatnonzero(np.diff(above) > run) + 1
+    return np.array([series[idx].max() for idx in np.split(above, breaks)])
+
+
+def fit_clustered_tail(series: list, run: int = 1, min_shape: float | None = None) -> Tail:
+    """The tail of dependent series (neighbouring values move together): peaks over threshold
+    on cluster maxima, so that one excursion counts once (Coles 2001, §5.3). The initial
+    threshold starts at the (1 - PEAK_FRACTION) quantile of all values and comes down until
+    MIN_PEAKS clusters lie above it. `level(q)` and `probability(z)` are then per value, of a
+    cluster starting: with excursions declustered, of an alert starting."""
+    series = [np.asarray(s, np.float64).ravel() for s in series]
+    x = np.sort(np.concatenate(series)) if series else np.empty(0)
+    n = len(x)
+    if n <= MIN_PEAKS:
+        raise ValueError(f"a tail fit needs more than {MIN_PEAKS} values, got {n}")
+    for fraction in (PEAK_FRACTION, 0.1, 0.2, 0.3, 0.5):
+        peaks = max(MIN_PEAKS, int(math.ceil(fraction * n)))
+        if peaks >= n:
+            break
+        below = x[x < x[n - peaks]]
+        if len(below) == 0:
+            break
+        t = float(below[-1])
+        maxima = np.concatenate([cluster_maxima(s, t, run) for s in series])
+        if len(maxima) >= MIN_PEAKS:
+            return Tail(t, n, len(maxima), fit_pareto(maxima - t, min_shape), x)
+    raise ValueError(f"fewer than {MIN_PEAKS} separate excursions in {n} values: too few for a tail fit")
+
+
 def fit_pareto(excess, min_shape: float | None = None) -> ParetoFit:
     """GPD (shape, scale) of positive excesses: maximum likelihood (Grimshaw), else moments.
 

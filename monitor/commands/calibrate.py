@@ -181,16 +181,10 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"error: event store: {exc}", file=sys.stderr)
         return 2
-    extra, skipped = calib.false_alert_footage(marked, sha)
-    if skipped:
-        log.info("%s: %d alert(s) marked false left out (scored by another bundle, or without their scores)",
-                 camera.name, skipped)
     try:
-        cal = calib.calibrate(footage + extra, camera=camera.name, bundle_sha=sha, target_per_day=target,
-                              smoothing=settings.smoothing,
-                              min_snippets=settings.min_snippets or bundle.manifest.min_snippets,
-                              search=settings.min_snippets is None, cooldown_s=settings.cooldown_s,
-                              false_alerts=len(extra), sources=[f.label for f in footage])
+        cal = calib.calibrate_camera(footage, marked, camera=camera.name, bundle_sha=sha, settings=settings,
+                                     manifest=bundle.manifest, target_per_day=target,
+                                     sources=[f.label for f in footage])
     except calib.CalibrationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
