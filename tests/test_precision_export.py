@@ -4,6 +4,7 @@ records; that the monitor loads and scores them close to fp32; and the I/O-bindi
 Bundle, which equals the plain run on the CPU. Small seeded weights, few calibration
 snippets of real footage (opencv-doc's vtest.avi); speed is measured by `bench`, never here."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import torch
 from export.__main__ import main as export_main
 from export.bundle_writer import sha256
 from export.quantize import cosines
+from monitor.capacity import precision
+from monitor.capacity.context import Bench
 from monitor.config import DEMO_BUNDLE
 from monitor.model.bundle import Bundle
 from monitor.model.manifest import BundleError, Manifest
@@ -115,11 +118,18 @@ def test_int8_export_quantises_the_backbone_records_it_and_scores_close_to_fp32(
     assert np.abs(s8 - s32).max() < 0.02
 
 
-def test_int8_version_of_the_demo_bundle_works_and_keeps_its_heads(tmp_path, footage):
-    calib, test_frames = footage
-    out = tmp_path / "demo_int8"
-    assert export_main(["--bundle", str(DEMO_BUNDLE), "--int8", "--calibration", str(calib),
+@pytest.fixture(scope="module")
+def demo_int8(tmp_path_factory, footage):
+    """The shipped demo bundle's int8 version (tests must not modify it)."""
+    out = tmp_path_factory.mktemp("demo") / "demo_int8"
+    assert export_main(["--bundle", str(DEMO_BUNDLE), "--int8", "--calibration", str(footage[0]),
                         "--calibration-snippets", "4", "--out", str(out)]) == 0
+    return out
+
+
+def test_int8_version_of_the_demo_bundle_works_and_keeps_its_heads(footage, demo_int8):
+    _, test_frames = footage
+    out = demo_int8
     source, converted = Manifest.read(DEMO_BUNDLE), Manifest.read(out)
     assert converted.graphs["backbone"].precision == "int8"
     assert converted.threshold == source.threshold and converted.min_snippets == source.min_snippets
@@ -222,3 +232,49 @@ def test_io_binding_is_a_checked_model_key():
     assert from_dict({}).model.io_binding is None  # auto: on for GPU providers
     with pytest.raises(ConfigError, match=r"m.toml: key 'model.io_binding' = 'yes': must be true or false"):
         from_dict({"model": {"io_binding": "yes"}}, source="m.toml")
+
+
+def test_roc_auc_is_sklearns_ties_included():
+    from sklearn.metrics import roc_auc_score
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 500)
+    scores = np.round(rng.normal(labels * 0.7, 1.0), 1)  # rounded: many ties
+    assert precision.roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert np.isnan(precision.roc_auc(scores, np.zeros(500)))
+
+
+def test_bench_measures_an_int8_bundle_against_its_fp32_source(tmp_path, monkeypatch, demo_int8):
+    # Fewer and shorter held-out videos and sample snippets than a real bench run takes.
+    monkeypatch.setattr(precision, "HELD_OUT_VIDEOS", 3)
+    monkeypatch.setattr(precision, "HELD_OUT_SECONDS", 16.0)
+    monkeypatch.setattr(precision, "SNIPPETS_PER_SAMPLE", 1)
+    out = precision.measure(Bench(demo_int8, tmp_path / "work", cameras=1, seconds=3.0))
+    assert set(out) == set(precision.KEYS)
+    assert Path(out["int8_fp32_twin"]) == DEMO_BUNDLE.resolve()  # found from the manifest, checked by its hash
+    assert out["backbone_int8_speedup"] > 0 and out["backbone_int8_speedup_wall"] > 0
+    assert out["int8_feature_cosine"] >= 0.98 and out["int8_feature_cosine_min"] <= out["int8_feature_cosine"]
+    assert 0.5 < out["fp32_frame_auc"] <= 1 and 0.5 < out["int8_frame_auc"] <= 1
+    assert out["int8_auc_difference"] == pytest.approx(out["int8_frame_auc"] - out["fp32_frame_auc"], abs=1e-4)
+    assert abs(out["int8_auc_difference"]) < 0.05
+    assert "AVX" in out["cpu_int8"] or out["cpu_int8"] == "unknown"
+
+
+def test_bench_reports_no_int8_figures_for_fp32_bundles_or_a_lost_source(tmp_path, demo_int8):
+    assert precision.fp32_twin(Bundle(DEMO_BUNDLE)) is None
+    moved = tmp_path / "elsewhere" / "int8"
+    shutil.copytree(demo_int8, moved)  # its fp32 source is no longer where the manifest says
+    out = precision.measure(Bench(moved, tmp_path / "work", cameras=1, seconds=3.0))
+    assert out["cpu_int8"] and all(out[k] is None for k in precision.KEYS if k != "cpu_int8")
+
+
+def test_fp16_version_of_the_pixel_input_demo_bundle_loads_and_takes_pixels(tmp_path, footage):
+    calib, test_frames = footage
+    out = tmp_path / "demo_fp16"
+    assert Manifest.read(DEMO_BUNDLE).takes_pixels  # its graph scales uint8 frames with a DequantizeLinear
+    assert export_main(["--bundle", str(DEMO_BUNDLE), "--fp16", "--calibration", str(calib),
+                        "--calibration-snippets", "2", "--out", str(out)]) == 0
+    bundle = Bundle(out)
+    assert bundle.takes_pixels and bundle.sessions["backbone"].get_inputs()[0].type == "tensor(uint8)"
+    f32, s32 = snippet_scores(Bundle(DEMO_BUNDLE), test_frames)
+    f16, s16 = snippet_scores(bundle, test_frames)
+    assert cosines(f16, f32).min() > 0.999 and np.abs(s16 - s32).max() < 1e-2

@@ -2,13 +2,14 @@
 fractions of the machine's peak, the backbone's inputs), with the keys each reports."""
 from __future__ import annotations
 
-from monitor.capacity import backbone, head, machine, preprocessing, throughput, torch_twin
+from monitor.capacity import backbone, head, machine, precision, preprocessing, throughput, torch_twin
 
 # (title, keys -> meaning, measure(bench) -> {key: value})
 MEASUREMENTS = [
     ("machine", machine.KEYS, machine.measure),
     ("backbone", backbone.KEYS, backbone.measure),
     ("backbone against PyTorch", torch_twin.KEYS, torch_twin.measure),
+    ("int8 against fp32", precision.KEYS, precision.measure),
     ("head", head.KEYS, head.measure),
     ("preprocessing", preprocessing.KEYS, preprocessing.measure),
     ("engine", throughput.KEYS, throughput.measure),

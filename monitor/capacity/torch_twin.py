@@ -30,6 +30,9 @@ def torch_available() -> bool:
 def measure(bench: Bench) -> dict:
     if not torch_available():
         return {"backbone_ort_vs_torch": None, "torch_agreement": None}
+    if bench.bundle.precision != "fp32":  # the twin's eager ops are fp32; int8 is measured against its fp32 source
+        bench.log(f"PyTorch comparison skipped: the backbone is {bench.bundle.precision}")
+        return {"backbone_ort_vs_torch": None, "torch_agreement": None}
     inputs = bench.results.get("_backbone_inputs")
     if inputs is None:
         from monitor.capacity.backbone import calls
