@@ -15,6 +15,7 @@ import numpy as np
 from monitor.capacity.context import Bench
 from monitor.model.bundle import Bundle
 from monitor.model.integrity import sha256
+from monitor.model.manifest import Manifest
 from monitor.model.offline import score_video
 from monitor.video.preprocess import Geometry, Preprocessor, pixels_to_clips
 from monitor.video.sampling import video_snippets
@@ -68,7 +69,6 @@ def fp32_twin(bundle: Bundle) -> Path | None:
         return None
     twin = (bundle.path / where).resolve()
     try:
-        from monitor.model.manifest import Manifest
         graph = twin / Manifest.read(twin).graphs["backbone"].file
         return twin if sha256(graph) == spec.conversion.get("from_sha256") else None
     except (OSError, ValueError, KeyError):
