@@ -39,7 +39,9 @@ KEYS = {
     "engine_snippets_per_s": (NUMBER, 0.0, None), "inference_bound_snippets_per_s": (NUMBER, 0.0, None),
     "engine_efficiency": (NUMBER, 0.0, 3.0), "latency_ms_p50": (NUMBER, 0.0, None),
     "latency_ms_p99": (NUMBER, 0.0, None), "peak_rss_mb": (NUMBER, 10.0, None),
-    "cameras_at_25fps": (int, 0, None), "stage": (int, 1, 4), "crops": (int, 1, 10),
+    "cameras_at_25fps": (int, 0, None), "engine_cpu_ms_per_snippet": (NUMBER, 0.0, None),
+    "inference_cpu_ms_per_snippet": (NUMBER, 0.0, None), "engine_efficiency_cpu": (NUMBER, 0.0, 3.0),
+    "cameras_per_core_by_cpu": (NUMBER, 0.0, None), "stage": (int, 1, 4), "crops": (int, 1, 10),
     "patches": (int, 0, None), "threads": (int, 1, None),
 }
 

