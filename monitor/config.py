@@ -6,7 +6,7 @@ Layout (every table optional; see configs/*.toml):
 
     [monitor]  id, status_interval, camera_debounce_s, log_level, state_dir
     [model]    path, providers, threads, io_binding, window, lookahead
-    [engine]   max_batch, max_wait_ms, max_pending, frame_stride
+    [engine]   max_batch, max_wait_ms, max_pending, frame_stride, workers
     [publish]  endpoint, connect, high_water_mark, scores
     [log]      events, snapshots, retention_days, max_mb
     [security] curve_key, curve_authorized, curve_server_key (CURVE on the publisher's socket)
@@ -119,6 +119,7 @@ class EngineSection:
     max_wait_ms: float = 50.0      # how long a partial batch waits for more snippets
     max_pending: int = 4           # per camera; live sources drop the oldest beyond this
     frame_stride: int = 1          # take every n-th frame into snippets
+    workers: int | None = None     # graph runs at once; None: one per core on the CPU (providers.scoring_layout)
 
 
 @dataclass
@@ -204,6 +205,7 @@ _RULES: dict[str, tuple] = {
     "engine.max_batch": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
     "engine.max_wait_ms": (lambda v: _number(v) and v >= 0, "must be a number of milliseconds >= 0"),
     "engine.max_pending": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
+    "engine.workers": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
     "engine.frame_stride": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
     "publish.endpoint": (lambda v: isinstance(v, str) and "://" in v, "must be a ZeroMQ endpoint such as tcp://127.0.0.1:5556"),
     "publish.connect": (lambda v: isinstance(v, bool), "must be true or false"),

@@ -3,7 +3,8 @@ spatial head once per snippet (its output cached in the camera's window), the te
 over each camera's sliding window of the last W snippets, the alert policy, and the messages.
 
 Threads: one reader per camera (monitor.video.sources) assembles snippets and queues them here;
-one scoring thread runs the graphs; one housekeeping thread publishes the status heartbeat
+scoring workers run the graphs (bundle.workers of them: on the CPU one per core, each
+batch on one thread, side by side; the windows and reports in batch order); one housekeeping thread publishes the status heartbeat
 and camera up/down events, so that they keep coming while a long batch runs. When scoring
 falls behind, a live camera's queue drops its oldest whole snippet (counted) rather than let
 latency grow; a file that is not paced waits instead, since it is not live.
@@ -295,6 +296,15 @@ class Engine:
         self.alerts_today = 0
         self._today = _dt.datetime.now(_dt.timezone.utc).date()
         self._cond = threading.Condition()
+        # Scoring workers (bundle.workers, one per core on the CPU) run the backbone and the
+        # spatial graph on batches side by side; what follows (windows, temporal graph,
+        # reports) runs one batch at a time, in the order the batches were taken, so each
+        # camera's snippets are reported in order (_score).
+        self.workers = bundle.workers
+        self._batches_taken = 0     # numbers handed to batches as they are taken
+        self._batches_reported = 0  # the batch whose turn it is to be reported
+        self._scored_batches: dict[int, tuple | BaseException] = {}  # scored, waiting for their turn
+        self._reporting = threading.RLock()  # the report stage, and flushing cameras
         self._stop = threading.Event()
         self._finished = threading.Event()
         self._run_options = ort.RunOptions()
@@ -413,7 +423,7 @@ class Engine:
         if snippet is None:
             return
         # Preprocessing runs here, on the camera's reader thread: the cameras' snippets are
-        # prepared side by side while the scoring thread runs the graphs.
+        # prepared side by side while the scoring workers run the graphs.
         started = time.perf_counter()
         snippet.prepared = prepare_clips(self.preprocessor, self.bundle, snippet.frames)
         spent = time.perf_counter() - started
@@ -437,12 +447,21 @@ class Engine:
         g = self.geometry
         n = max(1, min(self.max_batch, len(self.cameras) * self.config.engine.max_pending))
         frames = np.zeros((g.snippet_length, g.frame_size[1], g.frame_size[0], 3), np.uint8)
-        fused, _ = fused_features(self.bundle, [prepare_clips(self.preprocessor, self.bundle, frames)] * n, self._run)
+        prepared = [prepare_clips(self.preprocessor, self.bundle, frames)] * n
+        # Each worker's run takes its own working memory: warm them side by side.
+        others = [threading.Thread(target=fused_features, args=(self.bundle, prepared, self._run), daemon=True)
+                  for _ in range(self.workers - 1)]
+        for thread in others:
+            thread.start()
+        fused, _ = fused_features(self.bundle, prepared, self._run)
+        for thread in others:
+            thread.join()
         windows = [np.repeat(fused[:1], self.window, axis=0)] * max(1, min(n, len(self.cameras)))
         score_windows(lambda w: self._run(self.bundle.scores, w), windows)
 
     def start(self) -> "Engine":
-        for target, name in ((self._score_loop, "engine"), (self._housekeeping_loop, "status")):
+        loops = [(self._score_loop, "engine" if self.workers == 1 else f"engine-{i}") for i in range(self.workers)]
+        for target, name in loops + [(self._housekeeping_loop, "status")]:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -491,9 +510,9 @@ class Engine:
     def _score_loop(self) -> None:
         try:
             while not self._stop.is_set():
-                batch = self._next_batch()
+                number, batch = self._next_batch()
                 if batch:
-                    self._score(batch)
+                    self._score(number, batch)
                 elif self._all_ended():
                     self._finished.set()
                     return
@@ -508,23 +527,28 @@ class Engine:
         """Flush every camera whose source has ended and whose snippets are all scored (its
         last d look-ahead snippets get their scores); True once that is every camera."""
         with self._cond:
+            if self._batches_reported < self._batches_taken:
+                return False  # another worker's batch is still on its way
             done = [c for c in self.cameras if c.source.state()[0] == ENDED and not c.pending]
-        for cam in done:
-            self._flush_camera(cam)
+        with self._reporting:
+            for cam in done:
+                self._flush_camera(cam)
         return bool(self.cameras) and len(done) == len(self.cameras)
 
     def _ready(self) -> int:
         return sum(len(c.pending) for c in self.cameras)
 
-    def _next_batch(self) -> list[tuple[CameraState, RawSnippet]]:
+    def _next_batch(self) -> tuple[int, list[tuple[CameraState, RawSnippet]]]:
+        """(the batch's number, the batch): the oldest snippets across cameras."""
         e = self.config.engine
         with self._cond:
             if not self._cond.wait_for(lambda: self._ready() or self._stop.is_set(), timeout=0.25):
-                return []
-            # A partial batch waits a little for other cameras' snippets, never for its own camera.
+                return -1, []
+            # A partial batch waits a little for other cameras' snippets, never for its own
+            # camera; with several workers, for its share of the cameras.
             deadline = time.monotonic() + e.max_wait_ms / 1000.0
             live = sum(1 for c in self.cameras if c.source.state()[0] == STREAMING)
-            while self._ready() < min(self.max_batch, live) and not self._stop.is_set():
+            while self._ready() < min(self.max_batch, -(-live // self.workers)) and not self._stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._cond.wait(left):
                     break
@@ -535,14 +559,41 @@ class Engine:
                     break
                 cam = min(heads, key=lambda c: c.pending[0].received)  # oldest first, across cameras
                 batch.append((cam, cam.pending.popleft()))
+            number = -1
+            if batch:
+                number, self._batches_taken = self._batches_taken, self._batches_taken + 1
             self._cond.notify_all()  # room again for files that wait
-        return batch
+        return number, batch
 
-    def _score(self, batch: list[tuple[CameraState, RawSnippet]]) -> None:
+    def _score(self, number: int, batch: list[tuple[CameraState, RawSnippet]]) -> None:
+        """Features of the batch, side by side with other workers; then whoever finds the next
+        batch in order done reports it (and any after it that are), so no worker waits idle."""
+        try:
+            t1 = time.perf_counter()
+            prepared = [s.prepared or prepare_clips(self.preprocessor, self.bundle, s.frames) for _, s in batch]
+            fused, parts = fused_features(self.bundle, prepared, self._run)
+            done = (batch, fused, parts, time.perf_counter() - t1)
+        except BaseException as exc:  # reported in its turn, so that later batches are not held
+            done = exc
+        with self._cond:
+            self._scored_batches[number] = done
+        while True:
+            with self._reporting:
+                with self._cond:
+                    done = self._scored_batches.pop(self._batches_reported, None)
+                if done is None:
+                    return
+                try:
+                    if isinstance(done, BaseException):
+                        raise done
+                    self._report_batch(*done)
+                finally:
+                    with self._cond:
+                        self._batches_reported += 1
+                        self._cond.notify_all()
+
+    def _report_batch(self, batch: list[tuple[CameraState, RawSnippet]], fused, parts, features_s: float) -> None:
         n = len(batch)
-        t1 = time.perf_counter()
-        prepared = [s.prepared or prepare_clips(self.preprocessor, self.bundle, s.frames) for _, s in batch]
-        fused, parts = fused_features(self.bundle, prepared, self._run)
         t2 = time.perf_counter()
         steps, kept = [], []
         for (cam, snippet), f, features in zip(batch, fused, parts):
@@ -556,7 +607,7 @@ class Engine:
             kept.append((cam, snippet))
         scores = score_windows(lambda w: self._run(self.bundle.scores, w), [step.window for step in steps])
         t3 = time.perf_counter()
-        for key, dt in (("backbone+spatial", t2 - t1), ("temporal", t3 - t2)):
+        for key, dt in (("backbone+spatial", features_s), ("temporal", t3 - t2)):
             self.seconds[key] = self.seconds.get(key, 0.0) + dt
         self.batches += 1
         self.shared_batches += len({id(cam) for cam, _ in batch}) > 1

@@ -130,9 +130,10 @@ def test_two_cameras_share_backbone_batches(tmp_path, bundle):
     b = write_video(tmp_path / "b.avi", [(96, DARK), (64, BRIGHT)], seed=1)
     events = tmp_path / "events.db"
     # Files that are not paced wait for the engine, so both queues stay full and every
-    # snippet is scored: each batch can take snippets of both cameras.
+    # snippet is scored: each batch can take snippets of both cameras (one worker: with one per
+    # core, two cameras on two workers are a snippet each, side by side).
     proc = monitor(tmp_path, "--model", str(bundle), "--source", f"a={a}", "--source", f"b={b}",
-                   "--max-batch", "4", "--publish", endpoint(), "--events", str(events), *COMMON)
+                   "--max-batch", "4", "--workers", "1", "--publish", endpoint(), "--events", str(events), *COMMON)
     assert proc.wait() == 0, proc.stderr()
     summary = [line for line in proc.stderr().splitlines() if "stopped;" in line][0]
     # "stopped; 19 snippets in N batches (mean x, max M snippets per batch, S shared by cameras) ..."

@@ -267,7 +267,7 @@ def test_a_live_camera_that_is_behind_drops_its_oldest_whole_snippets_and_counts
         for i in range(16 * 10):  # ten snippets arrive while the engine scores nothing
             engine._on_frame(cam, Frame(i, 100.0 + i / 25, image))
         assert [s.index for s in cam.pending] == [7, 8, 9] and cam.dropped == 7
-        engine._score(engine._next_batch())
+        engine._score(*engine._next_batch())
         status = engine.publish_status()
     finally:
         publisher.close()

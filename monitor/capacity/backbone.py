@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import onnx
 
-from monitor.capacity.context import Bench, best_seconds
+from monitor.capacity.context import Bench, best_seconds, side_by_side
 from monitor.capacity.flops import graph_flops
 
 KEYS = {
-    "backbone_clips_per_s": "backbone clips (crops and patches) per second, batch of one snippet per camera",
+    "backbone_clips_per_s": "backbone clips (crops and patches) per second, batch of one snippet per camera "
+                            "(one such batch per engine worker at once)",
     "backbone_ms_per_snippet": "backbone time per snippet in that batch (ms)",
     "backbone_gflops": "achieved GFLOP/s: the graph's counted Conv/MatMul/Gemm FLOPs over the time",
     "backbone_fraction_of_peak": "backbone_gflops / machine_peak_gflops",
@@ -37,16 +38,18 @@ def measure(bench: Bench) -> dict:
     inputs = calls(bench, n)
     bundle = bench.bundle
     model = onnx.load(str(bundle.path / bundle.manifest.graphs["backbone"].file), load_external_data=False)
-    flops = sum(graph_flops(model, list(x.shape)) for x in inputs)
-    clips = sum(len(x) for x in inputs)
-    seconds = best_seconds(lambda: [bundle.backbone(x) for x in inputs], budget_s=min(5.0, bench.seconds / 3))
+    runs = bundle.workers  # the engine's workers, each with a batch of its own
+    flops = runs * sum(graph_flops(model, list(x.shape)) for x in inputs)
+    clips = runs * sum(len(x) for x in inputs)
+    seconds = best_seconds(side_by_side(lambda: [bundle.backbone(x) for x in inputs], runs),
+                           budget_s=min(5.0, bench.seconds / 3))
     peak = bench.results.get("machine_peak_gflops") or float("nan")
     gflops = flops / seconds / 1e9
     bench.results["_backbone_inputs"] = inputs  # for the PyTorch comparison: the same inputs
-    return {"backbone_clips_per_s": round(clips / seconds, 1), "backbone_ms_per_snippet": round(seconds / n * 1e3, 2),
+    return {"backbone_clips_per_s": round(clips / seconds, 1), "backbone_ms_per_snippet": round(seconds / (n * runs) * 1e3, 2),
             "backbone_gflops": round(gflops, 1),
             "backbone_fraction_of_peak": round(gflops / peak, 3) if np.isfinite(peak) else None,
-            "backbone_gflop_per_snippet": round(flops / n / 1e9, 3), "batch_snippets": n}
+            "backbone_gflop_per_snippet": round(flops / (n * runs) / 1e9, 3), "batch_snippets": n}
 
 
 KEYS.update({"backbone_gflop_per_snippet": "counted GFLOP per snippet (all its clips)",

@@ -3,6 +3,7 @@ and snippets (the same inputs for every measurement), and the results so far."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,10 @@ class Bench:
 
     @property
     def bundle(self) -> Bundle:
+        """The bundle as the live engine loads it: its runs at once and threads per run
+        (providers.scoring_layout), so that every figure is of the graphs as the engine runs them."""
         if self._bundle is None:
-            self._bundle = Bundle(self.bundle_path, providers=self.providers, threads=self.threads)
+            self._bundle = Bundle(self.bundle_path, providers=self.providers, threads=self.threads, workers=None)
         return self._bundle
 
     @property
@@ -95,6 +98,21 @@ class Bench:
     def batch(self) -> int:
         """Snippets per backbone call for this many cameras: one each, within the engine's bound."""
         return batch_limit(self.geometry, min(self.cameras, Config().engine.max_batch))
+
+
+def side_by_side(fn, runs: int):
+    """fn() `runs` times at once, each on its own thread, as the engine's workers run the
+    graphs; returns when all are done."""
+    if runs <= 1:
+        return fn
+    def all_at_once():
+        threads = [threading.Thread(target=fn, daemon=True) for _ in range(runs - 1)]
+        for thread in threads:
+            thread.start()
+        fn()
+        for thread in threads:
+            thread.join()
+    return all_at_once
 
 
 def best_seconds(fn, budget_s: float, at_least: int = 2, warm_up: bool = True) -> float:

@@ -21,6 +21,7 @@ MEASUREMENTS = [
 # What every run says about itself, before the measurements.
 SETTINGS_KEYS = {
     "model": "the bundle measured", "provider": "ONNX Runtime execution provider in use", "stage": "SSRL stage",
-    "crops": "crops per snippet", "patches": "patch clips per snippet", "threads": "ONNX Runtime intra-op threads",
+    "crops": "crops per snippet", "patches": "patch clips per snippet", "threads": "ONNX Runtime intra-op threads per graph run",
+    "workers": "graph runs at once: the engine's scoring workers (providers.scoring_layout)",
     "cameras": "N, the cameras of the engine and latency runs", "seconds": "length of each engine run (s)",
 }

@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="length of each engine run, and of each try when counting cameras (default 20)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     p.add_argument("--providers", help="execution providers in order, e.g. 'cuda,cpu' (default: best available)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per physical core)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads, one graph run at a time (default: "
+                                               "as the monitor runs: on the CPU one run per core, one thread each)")
     p.add_argument("--work", type=Path, help="directory for the 320 x 240 test videos (default: a temporary one)")
 
 
@@ -66,13 +67,13 @@ def run(args: argparse.Namespace) -> int:
         m = bundle.manifest
         results = bench.results
         results.update({"model": str(path), "provider": bundle.providers[0], "stage": m.stage, "crops": m.crops,
-                        "patches": sum(m.patches), "threads": args.threads, "cameras": args.cameras,
+                        "patches": sum(m.patches), "threads": bundle.threads, "workers": bundle.workers,
+                        "cameras": args.cameras,
                         "seconds": args.seconds})
         started = time.perf_counter()
         for title, _, measure in MEASUREMENTS:
             bench.log(f"bench: {title} ...")
             results.update(measure(bench))
-        results["threads"] = results.get("threads") or results.get("cores")
         results["bench_seconds"] = round(time.perf_counter() - started, 1)
     public = {k: v for k, v in results.items() if not k.startswith("_")}
     if args.json:

@@ -157,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     settings = config.alert_settings(camera)
     target = args.target_per_day if args.target_per_day is not None else settings.target_per_day
     try:
-        bundle = Bundle(config.model_path(), providers=providers, threads=args.threads or config.model.threads)
+        bundle = Bundle(config.model_path(), providers=providers, threads=args.threads or config.model.threads,
+                        workers=config.engine.workers)
     except (BundleError, ProviderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -39,7 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dashboard", action="store_true", help="plain log lines even on a terminal")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--providers", help="execution providers in order, e.g. 'cuda,cpu' (default: best available)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime threads per graph")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads per graph run")
+    p.add_argument("--workers", type=int, help="graph runs at once (default: one per core, one thread each, on the "
+                                                "CPU; one on a GPU)")
     p.add_argument("--monitor-id", help="this monitor's id in messages and the event store (default: the host "
                                         "name; give each monitor on one host its own)")
     p.add_argument("--events", metavar="FILE", help="alert event store (SQLite; default events.db)")
@@ -94,7 +96,7 @@ def build_config(args: argparse.Namespace):
     cfgmod.name_cameras(config.cameras, "command line" if args.source else config.source)
     # Options are held to the rules of the settings they override.
     for option, rule in (("threshold", "alerts.on"), ("off_threshold", "alerts.off"), ("window", "model.window"),
-                         ("max_batch", "engine.max_batch"), ("threads", "model.threads"),
+                         ("max_batch", "engine.max_batch"), ("threads", "model.threads"), ("workers", "engine.workers"),
                          ("lookahead", "model.lookahead")):
         value = getattr(args, option)
         if value is not None:
@@ -119,6 +121,8 @@ def build_config(args: argparse.Namespace):
             setattr(config.model, target, getattr(args, key))
     if args.max_batch:
         config.engine.max_batch = args.max_batch
+    if args.workers:
+        config.engine.workers = args.workers
     if args.publish and args.connect:
         raise cfgmod.ConfigError("--publish and --connect: give one (bind an endpoint, or connect to a broker)")
     for flag, value, connect in (("--publish", args.publish, False), ("--connect", args.connect, True)):
@@ -290,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         bundle = Bundle(model_path, providers=config.model.providers, threads=config.model.threads,
-                        io_binding=config.model.io_binding)
+                        io_binding=config.model.io_binding, workers=config.engine.workers)
     except (BundleError, ProviderError) as exc:
         refuse(exc, getattr(args, "debug", False))
         return 2

@@ -9,7 +9,7 @@ import onnxruntime as ort
 from monitor.model.manifest import (BACKBONE_INPUTS, BACKBONE_OUTPUTS, SPATIAL_INPUTS, SPATIAL_OUTPUTS,
                               TEMPORAL_INPUTS, TEMPORAL_OUTPUTS, BundleError, Manifest)
 from monitor.model.integrity import check_graph
-from monitor.model.providers import GPU_PROVIDERS, create_session
+from monitor.model.providers import GPU_PROVIDERS, create_session, physical_cores, scoring_layout
 
 EXPECTED_IO = {
     "spatial": (SPATIAL_INPUTS, SPATIAL_OUTPUTS),
@@ -36,15 +36,22 @@ class Bundle:
     """A model bundle on ONNX Runtime: the manifest and one session per graph."""
 
     def __init__(self, path: str | Path, providers=None, threads: int | None = None,
-                 io_binding: bool | None = None, cpu_rewrite: bool = True):
+                 io_binding: bool | None = None, cpu_rewrite: bool = True, workers: int | None = 1):
         """`io_binding`: run the graphs through ONNX Runtime I/O binding (inputs copied to the
         device once, outputs allocated there); None turns it on where a graph runs on a GPU.
         `cpu_rewrite`: on the CPU provider, run an fp32 backbone with its 3-D convolutions as
-        2-D ones (monitor.model.cpu_graph); False runs the graph as it is in the file."""
+        2-D ones (monitor.model.cpu_graph); False runs the graph as it is in the file.
+        `workers`: how many runs of its graphs the caller makes at once (the live engine's
+        scoring workers), each on `threads`; None: as the live engine runs best here
+        (providers.scoring_layout), which may also choose the threads."""
         self.path = Path(path)
         if not self.path.is_dir():
             raise BundleError(f"{self.path}: no such bundle directory")
         self.manifest = Manifest.read(self.path)
+        if workers != 1:
+            workers, threads = scoring_layout(providers, threads, workers, self.manifest.snippet_bytes())
+        self.workers = workers or 1
+        self.threads = threads or physical_cores()  # intra-op threads of each run
         source = str(self.path / "manifest.json")
         self._validate_fields(source)
         self.sessions: dict[str, ort.InferenceSession] = {}

@@ -91,6 +91,14 @@ class Manifest:
     def patches(self) -> list[int]:
         return patch_counts(self.grids)
 
+    def snippet_bytes(self) -> int:
+        """uint8 backbone input of one snippet (crops and patches; the preprocessing field's
+        sizes, the published 224 where it has none)."""
+        pre = self.preprocessing or {}
+        crop, patch = int(pre.get("crop_size", 224)), int(pre.get("patch_size", 224))
+        clips = self.crops * crop ** 2 + (sum(self.patches) * patch ** 2 if self.stage > 1 else 0)
+        return 3 * self.snippet_length * clips
+
     @property
     def synthetic_only(self) -> bool:
         return self.training_data == SYNTHETIC_TRAINING

@@ -98,6 +98,43 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+def cpu_only(providers: list[str] | str | None = None) -> bool:
+    """Whether graphs asked to run on `providers` end up on the CPU alone: a one-node probe
+    session says (onnxruntime-gpu lists GPU providers that then fail to start)."""
+    chosen = resolve(providers)
+    if chosen == ["CPUExecutionProvider"]:
+        return True
+    from onnx import TensorProto, helper  # only where a GPU provider is in question
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    probe.ir_version = 8
+    return create_session(probe.SerializeToString(), chosen, 1).get_providers() == ["CPUExecutionProvider"]
+
+
+# A snippet with this much backbone input (I3D at the published size: 142 MB) keeps every core
+# busy within one run, and a second run at once would double the working memory.
+LARGE_SNIPPET_BYTES = 16 << 20
+
+
+def scoring_layout(providers: list[str] | str | None = None, threads: int | None = None,
+                   workers: int | None = None, snippet_bytes: int = 0) -> tuple[int, int]:
+    """(graph runs at once, ONNX Runtime intra-op threads per run) for the live engine.
+
+    On the CPU the default is one run per physical core, each on one thread: a small backbone's
+    operators (a demo snippet is 50 clips of 16 x 96 x 96 and 24 x 24) are too small to split
+    well, each split costs a barrier per operator, and whole batches side by side pay none
+    (demo bundle, 2 cores: 1.3 times the snippets per second of one run on 2 threads). A large
+    snippet (LARGE_SNIPPET_BYTES) gets one run on every core, as does a GPU; given threads
+    alone, one run on that many threads, as asked."""
+    if workers:
+        return workers, threads or max(1, physical_cores() // workers)
+    if threads or snippet_bytes >= LARGE_SNIPPET_BYTES or not cpu_only(providers):
+        return 1, threads or physical_cores()
+    return physical_cores(), 1
+
+
 def create_session(path: str | bytes, providers: list[str] | str | None = None,
                    threads: int | None = None, precision: str = "fp32",
                    graph_key: str | None = None, spinning: bool = False) -> ort.InferenceSession:

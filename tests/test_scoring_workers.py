@@ -1,0 +1,66 @@
+"""Scoring workers: batches scored side by side on the CPU (providers.scoring_layout), every
+camera's snippets still reported once each, in order, with the scores one worker gives."""
+from __future__ import annotations
+
+import numpy as np
+
+from monitor.config import CameraConfig, Config
+from monitor.engine import Engine
+from monitor.messages.publisher import Publisher
+from monitor.model.bundle import Bundle
+from monitor.model.providers import physical_cores, scoring_layout
+from tests.factories import DARK, cached_bundle, write_video
+from tests.live_helpers import endpoint
+
+SNIPPETS = 12
+
+
+def scores_by_camera(videos, workers: int) -> tuple[dict[str, list[tuple[int, float]]], list[str]]:
+    config = Config()
+    config.engine.max_pending = 2  # small queues: many batches, of mixed cameras
+    config.cameras = [CameraConfig(url=str(v), name=f"cam{i}") for i, v in enumerate(videos)]  # files, unpaced
+    publisher = Publisher(endpoint(), f"workers-{workers}")
+    heard: dict[str, list[tuple[int, float]]] = {}
+    publisher.add_listener(lambda topic, m: heard.setdefault(m["camera"], []).append((m["snippet"], m["raw_score"]))
+                           if m["type"] == "score" else None)
+    try:
+        engine = Engine(config, Bundle(cached_bundle(), threads=1, workers=workers), publisher)
+        engine.start()
+        assert engine.wait(120), "the files were not scored to their end"
+        assert engine.error is None
+        names = [t.name for t in engine._threads]
+    finally:
+        engine.stop()
+        engine.join(3.0)
+        publisher.close()
+    return heard, names
+
+
+def test_several_workers_report_every_snippet_once_in_order_with_the_scores_of_one(tmp_path):
+    # Each camera's brightness steps up and down, so a reordered window would change its scores.
+    videos = [write_video(tmp_path / f"cam{i}.avi", [(16 * 3, DARK), (16 * 3, 200), (16 * 6, DARK + 20 * i)], seed=i)
+              for i in range(3)]
+    one, _ = scores_by_camera(videos, workers=1)
+    three, names = scores_by_camera(videos, workers=3)
+    assert sum(n.startswith("engine") for n in names) == 3
+    for cam in ("cam0", "cam1", "cam2"):
+        assert [i for i, _ in three[cam]] == list(range(SNIPPETS)), cam
+        assert [i for i, _ in one[cam]] == list(range(SNIPPETS)), cam
+        np.testing.assert_allclose([s for _, s in three[cam]], [s for _, s in one[cam]], rtol=1e-5, atol=1e-6)
+    assert len({round(s, 4) for s in [s for _, s in one["cam0"]]}) > 1  # the scores do move
+
+
+def test_the_scoring_layout_on_the_cpu():
+    cores = physical_cores()
+    assert scoring_layout(["cpu"]) == (cores, 1)             # one run per core, one thread each
+    assert scoring_layout(["cpu"], threads=3) == (1, 3)      # threads alone: one run, as asked
+    assert scoring_layout(["cpu"], workers=2) == (2, max(1, cores // 2))
+    assert scoring_layout(["cpu"], threads=2, workers=3) == (3, 2)
+    assert scoring_layout(["cpu"], snippet_bytes=142_098_432) == (1, cores)  # I3D: one run on every core
+
+
+def test_a_bundle_for_the_live_engine_takes_the_layout_and_offline_use_keeps_one_run():
+    live = Bundle(cached_bundle(), providers=["cpu"], workers=None)
+    assert (live.workers, live.threads) == scoring_layout(["cpu"], snippet_bytes=live.manifest.snippet_bytes())
+    offline = Bundle(cached_bundle(), providers=["cpu"])
+    assert (offline.workers, offline.threads) == (1, physical_cores())
