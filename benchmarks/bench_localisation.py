@@ -26,7 +26,10 @@ occlusions are measured (`mean`, the monitor's, and `zero`); the live monitor us
 
 `--published-cost` adds what locating one snippet costs at the published size (F = 2048, ten
 crops, grids 23 35 47, a window of 32; seeded weights, exported with PyTorch) against scoring
-its window once.
+its window once, and the scoring thread's stall per located snippet: before, the scoring thread
+located it itself (the whole cost); now it hands it to the alert worker
+(monitor.alerts.worker) and goes on scoring windows while the worker locates it (how many it
+scores meanwhile is printed too).
 """
 from __future__ import annotations
 
@@ -244,9 +247,33 @@ def published_cost(repeats: int = 3) -> None:
         for _ in range(repeats):
             localiser.heat(ctx)
         locate_s = (time.perf_counter() - t) / repeats
+        handover_s, meanwhile = handover_stall(localiser, bundle, ctx, repeats)
     print(f"\npublished size (F 2048, 10 crops, 49 patches, window {m.window}, CPU): one window scored in "
           f"{window_s * 1e3:.0f} ms; one snippet located in {locate_s * 1e3:.0f} ms "
           f"({sum(m.patches) + 1} variants through spatial and temporal)")
+    print(f"scoring thread's stall per located snippet: before {locate_s * 1e3:.0f} ms (it located it itself); "
+          f"now {handover_s * 1e3:.3f} ms (handed to the alert worker), and it scored {meanwhile:.1f} windows "
+          f"while the worker located it")
+
+
+def handover_stall(localiser, bundle, ctx, repeats: int) -> tuple[float, float]:
+    """(seconds the calling thread spends handing one located start to the alert worker, windows
+    it scores while the worker locates it), each the mean over `repeats` alerts."""
+    from monitor.alerts.worker import AlertWorker
+    worker = AlertWorker(localiser, lambda camera, event: None)
+    stalls, scored = [], []
+    for k in range(repeats):
+        t = time.perf_counter()
+        worker.start("bench", {"event": "start", "alert_id": f"bench-{k}"}, [ctx], None)
+        worker.end("bench", {"event": "end", "alert_id": f"bench-{k}"})
+        stalls.append(time.perf_counter() - t)
+        n = 0
+        while not worker.idle:          # the scoring thread goes on meanwhile
+            bundle.scores(ctx.window[None])
+            n += 1
+        scored.append(n)
+    worker.close()
+    return float(np.mean(stalls)), float(np.mean(scored))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@ spatial head once per snippet (its output cached in the camera's window), the te
 over each camera's sliding window of the last W snippets, the alert policy, and the messages.
 
 Threads: one reader per camera (monitor.video.sources) assembles snippets and queues them here;
-scoring workers run the graphs (bundle.workers of them: on the CPU one per core, each
-batch on one thread, side by side; the windows and reports in batch order); one housekeeping thread publishes the status heartbeat
-and camera up/down events, so that they keep coming while a long batch runs. When scoring
+scoring workers run the graphs and the alert policy (bundle.workers of them: on the CPU one
+per core, each batch on one thread, side by side; the windows and reports in batch order); one
+alert worker (monitor.alerts.worker) locates alerts, writes their snapshots and publishes their
+messages, and fits a learning camera's calibration, so that none of that holds up scoring; one
+housekeeping thread publishes the status heartbeat and camera up/down events, so that they
+keep coming while a long batch runs. When scoring
 falls behind, a live camera's queue drops its oldest whole snippet (counted) rather than let
 latency grow; a file that is not paced waits instead, since it is not live.
 """
@@ -18,13 +21,15 @@ import statistics
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnxruntime as ort
 
 from monitor.alerts.clips import CameraClips, ClipWriter, clip_settings
-from monitor.alerts.localisation import CameraLocator, Localiser, SnippetContext
+from monitor.alerts.localisation import Localiser, SnippetContext
+from monitor.alerts.worker import AlertWorker
 from monitor.alerts import calibration as calib
 from monitor.alerts.policy import AlertPolicy, SnippetInfo
 from monitor.model.bundle import Bundle
@@ -42,6 +47,9 @@ log = logging.getLogger("monitor.engine")
 # A camera whose graphs give NaN or infinite features or scores: nothing of it is alerted on
 # until finite scores come back; the other cameras are not touched.
 FAULTY = "faulty"
+# At a stop, how long the alert worker may go on locating what is queued before it publishes
+# the rest without (every event still goes out).
+ALERT_DRAIN_S = 1.0
 
 
 # ----------------------------------------------------------------------------- sliding window
@@ -232,11 +240,14 @@ class CameraState:
     assembler: SnippetAssembler
     window: SlidingWindow
     policy: AlertPolicy
-    locator: CameraLocator | None = None
+    # The last reported snippets, as many as an alert's start may need: (context to locate it,
+    # or None; keyframe for the snapshot, or None), handed to the alert worker with the start.
+    recent: deque = field(default_factory=deque)
     clips: CameraClips | None = None
     origin: str = calib.BUNDLE                      # where its levels come from (calibration.BUNDLE, ...)
     calibration: calib.Calibration | None = None
     learner: calib.Learner | None = None            # while it learns its calibration
+    fitting: Future | None = None                   # its calibration being fitted (alert worker)
     pending: deque = field(default_factory=deque)
     dropped: int = 0
     scored: deque = field(default_factory=lambda: deque(maxlen=64))      # publish times
@@ -282,7 +293,12 @@ class Engine:
         self._alert_numbers = None if event_log is None else event_log.alert_numbers(publisher.monitor_id)
         self.geometry = Geometry.from_manifest(m)
         self.preprocessor = Preprocessor(self.geometry)
-        self.localiser = Localiser(bundle, self.geometry.frame_size, run=self._run)
+        # Locating runs on the alert worker under its own RunOptions: stop() cuts scoring short,
+        # the worker's drain (close_alerts) decides how long locating may still take.
+        self._locate_options = ort.RunOptions()
+        self.localiser = Localiser(bundle, self.geometry.frame_size,
+                                   run=lambda graph, *inputs: graph(*inputs, run_options=self._locate_options))
+        self.alert_worker = AlertWorker(self.localiser, self._publish_alert, config.log.snapshots, self._locate_options)
         self.window = config.model.window or m.window
         self.lookahead = config.model.lookahead
         SlidingWindow(self.window, self.lookahead)  # refuse a bad window / look-ahead now
@@ -322,8 +338,8 @@ class Engine:
     def _camera(self, c: CameraConfig) -> CameraState:
         origin, settings, cal, learner = self._starting_levels(c)
         alert_ids = None if self._alert_numbers is None else (lambda: f"{c.name}-{self._alert_numbers.take()}")
-        policy = AlertPolicy(c.name, settings, self.model_info, self.config.log.snapshots, alert_ids=alert_ids,
-                             bundle_sha=self.bundle_sha)
+        # No snapshot folder for the policy: the alert worker writes snapshots, with the heat it finds.
+        policy = AlertPolicy(c.name, settings, self.model_info, None, alert_ids=alert_ids, bundle_sha=self.bundle_sha)
         policy.armed = learner is None
         assembler = SnippetAssembler(c.name, self.geometry.snippet_length, self.config.engine.frame_stride)
         source = CameraSource(c.name, c.url, transport=c.transport, loop=c.loop, pace=c.pace, fps=c.fps,
@@ -332,9 +348,8 @@ class Engine:
                               credentials=Credentials(c.username, c.password_env, c.password_file))
         state = CameraState(c, source, assembler, SlidingWindow(self.window, self.lookahead), policy,
                             origin=origin, calibration=cal, learner=learner)
-        if self.localiser.available:  # it keeps the snippets an alert's start may need
-            keep = calib.MAX_MIN_SNIPPETS if learner else policy.settings.min_snippets
-            state.locator = CameraLocator(self.localiser, max(keep, policy.settings.min_snippets))
+        keep = calib.MAX_MIN_SNIPPETS if learner else policy.settings.min_snippets
+        state.recent = deque(maxlen=max(1, keep, policy.settings.min_snippets))
         if self.clip_writer is not None:
             state.clips = CameraClips(c.name, clip_settings(settings), self.clip_writer)
         source.on_frame = lambda frame, s=state: self._on_frame(s, frame)
@@ -368,28 +383,55 @@ class Engine:
             return calib.LEARNING, bundle_levels, None, calib.Learner(c.learn_s, stride)
         return calib.BUNDLE, bundle_levels, None, None
 
-    def _learnt(self, cam: CameraState) -> None:
-        """A learning camera has seen enough: calibrate, store, and alert from now on."""
-        learner, c = cam.learner, cam.config
-        base = self.config.alert_settings(c)
-        marked = self.false_alerts(c.name) if self.false_alerts is not None else []
-        try:
-            cal = calib.calibrate_camera(learner.footage("learnt live"), marked, camera=c.name,
-                                         bundle_sha=self.bundle_sha, settings=base, manifest=self.bundle.manifest,
-                                         sources=[cam.source.display])
-        except calib.CalibrationError as exc:
-            learner.learn_s += c.learn_s   # e.g. footage broken into short stretches: learn longer
-            log.warning("%s: cannot calibrate yet (%s); learning %.0f s more", c.name, exc, c.learn_s)
-            return
-        if self.calibrations is not None:
+    def _fit(self, cam: CameraState) -> None:
+        """A learning camera has seen enough: its calibration is fitted and stored on the alert
+        worker (a long learning period is a long fit), and applied by _fitted on this thread;
+        until then the camera goes on without alerting (a file waits: _held)."""
+        c, footage = cam.config, cam.learner.footage("learnt live")
+        base, sources = self.config.alert_settings(c), [cam.source.display]
+
+        def fit() -> calib.Calibration | None:
+            marked = self.false_alerts(c.name) if self.false_alerts is not None else []
             try:
-                path = self.calibrations.save(cal)
-                log.info("%s: calibration stored in %s", c.name, path)
-            except OSError as exc:
-                log.error("%s: calibration not stored in %s: %s", c.name, self.calibrations.root, exc)
-        cam.policy.retune(calib.settings_for(base, cal))
+                cal = calib.calibrate_camera(footage, marked, camera=c.name, bundle_sha=self.bundle_sha,
+                                             settings=base, manifest=self.bundle.manifest, sources=sources)
+            except calib.CalibrationError as exc:
+                log.warning("%s: cannot calibrate yet (%s); learning %.0f s more", c.name, exc, c.learn_s)
+                return None
+            if self.calibrations is not None:
+                try:
+                    path = self.calibrations.save(cal)
+                    log.info("%s: calibration stored in %s", c.name, path)
+                except OSError as exc:
+                    log.error("%s: calibration not stored in %s: %s", c.name, self.calibrations.root, exc)
+            return cal
+
+        cam.fitting = self.alert_worker.call(fit)
+        cam.fitting.add_done_callback(lambda _: self._wake())
+
+    def _fitted(self, cam: CameraState) -> None:
+        """A fit is done (scoring thread): alert from now on, or learn longer if it could not fit."""
+        future, cam.fitting = cam.fitting, None
+        try:
+            cal = future.result()
+        except Exception:
+            log.exception("%s: calibration failed; learning longer", cam.name)
+            cal = None
+        if cal is None:
+            cam.learner.learn_s += cam.config.learn_s   # e.g. footage broken into short stretches
+            return
+        cam.policy.retune(calib.settings_for(self.config.alert_settings(cam.config), cal))
         cam.policy.armed = True
         cam.calibration, cam.origin, cam.learner = cal, calib.CALIBRATED, None
+
+    def _held(self, cam: CameraState) -> bool:
+        """A file waits while its calibration is fitted, so that it alerts from the snippet
+        after its learning period, whatever the fit takes; a live camera goes on unarmed."""
+        return cam.fitting is not None and not cam.fitting.done() and not cam.source.live
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def calibration_status(self, cam: CameraState) -> dict:
         """Where a camera's levels come from, for the status messages and the dashboard."""
@@ -489,12 +531,15 @@ class Engine:
         return not any(t.is_alive() for t in self._threads) and not any(c.source.alive for c in self.cameras)
 
     def close_alerts(self) -> None:
-        """End open alerts (logged and published) and finish their clips as the monitor stops."""
+        """End open alerts (logged and published) and finish their clips as the monitor stops:
+        the alert worker drains (everything queued is published, located while ALERT_DRAIN_S lasts)."""
         for cam in self.cameras:
             for event in cam.policy.close("shutdown"):
-                self._publish_alert(cam, event)
+                self._hand_over(cam, event)
             if cam.clips is not None:
                 cam.clips.finish_all()
+        if not self.alert_worker.close(ALERT_DRAIN_S):
+            log.warning("alerts: the alert worker did not finish in time; the last alert messages may be missing")
         if self.clip_writer is not None and not self.clip_writer.close():
             log.warning("clips: the writer did not finish in time; the last clip may be cut short")
 
@@ -511,9 +556,14 @@ class Engine:
         try:
             while not self._stop.is_set():
                 number, batch = self._next_batch()
+                if any(c.fitting is not None and c.fitting.done() for c in self.cameras):
+                    with self._reporting:   # the report stage owns the policies
+                        for cam in self.cameras:
+                            if cam.fitting is not None and cam.fitting.done():
+                                self._fitted(cam)
                 if batch:
                     self._score(number, batch)
-                elif self._all_ended():
+                elif self._all_ended() and self.alert_worker.idle:   # every alert located and published
                     self._finished.set()
                     return
         except Exception as exc:
@@ -536,7 +586,7 @@ class Engine:
         return bool(self.cameras) and len(done) == len(self.cameras)
 
     def _ready(self) -> int:
-        return sum(len(c.pending) for c in self.cameras)
+        return sum(len(c.pending) for c in self.cameras if not self._held(c))
 
     def _next_batch(self) -> tuple[int, list[tuple[CameraState, RawSnippet]]]:
         """(the batch's number, the batch): the oldest snippets across cameras."""
@@ -554,7 +604,7 @@ class Engine:
                     break
             batch = []
             while len(batch) < self.max_batch:
-                heads = [c for c in self.cameras if c.pending]
+                heads = [c for c in self.cameras if c.pending and not self._held(c)]
                 if not heads:
                     break
                 cam = min(heads, key=lambda c: c.pending[0].received)  # oldest first, across cameras
@@ -602,7 +652,7 @@ class Engine:
                 continue
             info = SnippetInfo(snippet.index, snippet.first_frame, snippet.last_frame, snippet.first_ts, snippet.last_ts,
                                snippet.first_position, snippet.last_position)
-            keyframe = snippet.keyframe.copy() if cam.policy.snapshot_dir else None
+            keyframe = snippet.keyframe.copy() if self.config.log.snapshots else None
             steps.append(cam.window.push(f, Reported(info, keyframe, snippet.received, features)))
             kept.append((cam, snippet))
         scores = score_windows(lambda w: self._run(self.bundle.scores, w), [step.window for step in steps])
@@ -649,16 +699,18 @@ class Engine:
         if cam.fault:
             log.info("%s: scores are finite again (%d faulty snippets)", cam.name, cam.faulty_snippets)
             cam.fault = ""
-        where = None
-        if cam.locator is not None:
-            cam.locator.seen(_context(reported, step))
-            reported.features = None  # the locator holds what it needs now
-            where = cam.locator.where
-        score, events = cam.policy.update(info, raw, reported.keyframe, where)
-        if cam.learner is not None:
+        if cam.fitting is not None and cam.fitting.done():
+            self._fitted(cam)
+        cam.recent.append((_context(reported, step) if self.localiser.available else None, reported.keyframe))
+        reported.features = None  # the context holds what locating needs now
+        # The policy asks where(n) for the snippets that start (n: its run) or extend an alert;
+        # here that only notes n: the alert worker locates them (monitor.alerts.worker).
+        asked: list[int] = []
+        score, events = cam.policy.update(info, raw, None, asked.append)
+        if cam.learner is not None and cam.fitting is None:
             cam.learner.add(info, raw)
             if cam.learner.done:
-                self._learnt(cam)
+                self._fit(cam)
         now = time.time()
         latency = (now - reported.received) * 1000.0
         cam.latencies.append(latency)
@@ -670,10 +722,22 @@ class Engine:
                 "raw_score": round(raw, 6), "threshold": cam.policy.on, "in_alert": cam.policy.in_alert,
                 "latency_ms": round(latency, 1), "lookahead": self.lookahead}, camera=cam.name)
         for event in events:
-            self._publish_alert(cam, event)
+            self._hand_over(cam, event, asked[0] if asked else 1)
+        if asked and not events:   # a snippet that keeps the alert going
+            self.alert_worker.extend(cam.name, cam.recent[-1][0])
 
-    def _publish_alert(self, cam: CameraState, event: dict) -> None:
+    def _hand_over(self, cam: CameraState, event: dict, run: int = 1) -> None:
+        """An alert event to the alert worker, which locates, stores and publishes it; its
+        clip is started or ended here, while the camera's frame ring still holds its frames."""
         event["clip"] = cam.clips.on_alert(event) if cam.clips is not None else None
+        if event["event"] == "start":
+            snippets = list(cam.recent)[-run:]
+            self.alert_worker.start(cam.name, event, [ctx for ctx, _ in snippets], snippets[0][1])
+        else:
+            self.alert_worker.end(cam.name, event)
+
+    def _publish_alert(self, camera: str, event: dict) -> None:
+        """Store and send one alert message (on the alert worker's thread)."""
         if event["event"] == "start":
             today = _dt.datetime.now(_dt.timezone.utc).date()
             if today != self._today:
@@ -686,7 +750,7 @@ class Engine:
             if self.event_log is not None:
                 self.event_log.record(message)
 
-        self.publisher.publish(f"alert.{cam.name}", event, camera=cam.name, before_send=write)
+        self.publisher.publish(f"alert.{camera}", event, camera=camera, before_send=write)
 
     # ------------------------------------------------------------------ housekeeping thread
     def _housekeeping_loop(self) -> None:
@@ -753,7 +817,8 @@ class Engine:
             "faults": self.faults(),
             "engine": {"batches": self.batches, "shared_batches": self.shared_batches, "snippets": self.snippets_scored,
                        "mean_batch": round(float(np.mean(sizes)), 2) if sizes else None,
-                       "max_batch": max(sizes) if sizes else None, "batch_limit": self.max_batch},
+                       "max_batch": max(sizes) if sizes else None, "batch_limit": self.max_batch,
+                       "alert_jobs": self.alert_worker.queued, "extensions_not_located": self.alert_worker.skipped},
         }
 
     def faults(self) -> list[dict]:

@@ -15,7 +15,7 @@ COMMON = ("--no-dashboard", "--status-interval", "0.5", "--log-level", "info")
 ENVELOPE = {"schema", "monitor", "seq", "camera", "ts", "type"}
 SCORE_FIELDS = {"snippet", "frames", "time", "score", "raw_score", "threshold", "in_alert", "latency_ms", "lookahead"}
 ALERT_FIELDS = {"event", "alert_id", "score", "peak", "threshold", "off_threshold", "snippets", "frames", "time",
-                "duration_s", "model", "snapshot", "stored"}
+                "duration_s", "model", "snapshot", "stored", "box", "heat", "located"}
 STATUS_FIELDS = {"uptime_s", "model", "dropped_messages", "alerts_today", "cameras", "faults"}
 STATUS_CAMERA_FIELDS = {"camera", "state", "input_fps", "snippets_per_s", "processing_fps", "latency_ms", "queue", "dropped_snippets",
                         "score", "threshold", "in_alert", "alerts", "source"}

@@ -170,13 +170,23 @@ class CameraLocator:
         """Every reported snippet, in order (None when its features are not at hand)."""
         self._recent.append(ctx)
 
+    def recent(self, n: int = 1) -> list:
+        """The contexts of the last n reported snippets (None where features were not at hand)."""
+        return list(self._recent)[-n:]
+
     def where(self, n: int = 1) -> Heat | None:
         """The mean heat of the last n reported snippets; None without patches."""
-        contexts = [c for c in list(self._recent)[-n:] if c is not None]
-        if not self.localiser.available or not contexts:
-            return None
-        heats = [self.localiser.heat(c) for c in contexts]
-        return Heat(np.mean([h.values for h in heats], axis=0), heats[0].cells)
+        return mean_heat(self.localiser, self.recent(n))[0]
+
+
+def mean_heat(localiser: Localiser, contexts: list) -> tuple[Heat | None, int]:
+    """(the mean heat of the snippets, how many were located); (None, 0) without patches or
+    without any context at hand."""
+    contexts = [c for c in contexts if c is not None]
+    if not localiser.available or not contexts:
+        return None, 0
+    heats = [localiser.heat(c) for c in contexts]
+    return Heat(np.mean([h.values for h in heats], axis=0), heats[0].cells), len(heats)
 
 
 class AlertHeat:

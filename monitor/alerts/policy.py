@@ -97,7 +97,9 @@ class AlertPolicy:
                where=None) -> tuple[float, list[dict]]:
         """Feed the score of the next reported snippet -> (score after smoothing, events).
         `where(n)`: the heat of the last n reported snippets, this one included
-        (localisation.CameraLocator.where), asked only for snippets that start or extend an alert."""
+        (localisation.CameraLocator.where), asked only for snippets that start or extend an alert;
+        it may return None (the engine only notes what to locate there, and locates it off the
+        scoring thread: monitor.alerts.worker)."""
         self._latest_ts = info.last_ts
         self._recent.append(float(raw))
         score = float(np.mean(self._recent))
@@ -179,12 +181,18 @@ class AlertPolicy:
     def _save_snapshot(self, keyframe: np.ndarray | None) -> str | None:
         if self.snapshot_dir is None or keyframe is None:
             return None
-        try:
-            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
-            path = (self.snapshot_dir / f"{self._alert_id}.jpg").resolve()
-            if not cv2.imwrite(str(path), draw_overlay(keyframe, self._heat.heat), [cv2.IMWRITE_JPEG_QUALITY, 85]):
-                raise OSError("OpenCV could not write it")
-            return str(path)
-        except OSError as exc:
-            log.warning("%s: snapshot not written to %s: %s", self.camera, self.snapshot_dir, exc)
-            return None
+        return write_snapshot(self.snapshot_dir, self._alert_id, keyframe, self._heat.heat, self.camera)
+
+
+def write_snapshot(directory: Path, alert_id: str, keyframe: np.ndarray, heat, camera: str) -> str | None:
+    """`<alert id>.jpg` in `directory`: the keyframe with the heat drawn over it -> its path;
+    None (logged) when it cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = (directory / f"{alert_id}.jpg").resolve()
+        if not cv2.imwrite(str(path), draw_overlay(keyframe, heat), [cv2.IMWRITE_JPEG_QUALITY, 85]):
+            raise OSError("OpenCV could not write it")
+        return str(path)
+    except OSError as exc:
+        log.warning("%s: snapshot not written to %s: %s", camera, directory, exc)
+        return None

@@ -1,0 +1,163 @@
+"""Alerts are located and published off the scoring thread (monitor/alerts/worker.py), on real
+ONNX Runtime sessions of the spot bundle (tests/localisation_helpers.py: the right answer is
+the spot's cell) and a real publisher.
+
+- A worker that is behind locates every start, locates only the newest of the extensions that
+  queued meanwhile, and publishes every event in order, with box and heat, once drained.
+- In the live engine, a localisation made slow for real (a spot bundle with wide features and
+  a long window, so that locating one snippet costs about 50 windows' worth) leaves the other
+  camera scoring: snippets of it are scored between the door's alert being decided and its
+  located start being published, and every alert event still arrives in order with its box,
+  heat, snapshot and clip."""
+from __future__ import annotations
+
+import functools
+import tempfile
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from monitor.alerts.localisation import Localiser, SnippetContext
+from monitor.alerts.worker import AlertWorker
+from monitor.config import AlertSettings, CameraConfig, Config
+from monitor.model.bundle import Bundle
+from monitor.video.preprocess import Geometry, Preprocessor
+from tests.factories import build_bundle
+from tests.live_helpers import endpoint
+from tests.localisation_helpers import spot_box, spot_bundle, spot_head, spot_video
+
+
+def overlaps(a, b) -> bool:
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
+def read_frames(path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+def heat_on(heat: np.ndarray, cells: np.ndarray, box) -> float:
+    """The hottest value among the fine cells that overlap `box`."""
+    return max(v for v, cell in zip(heat.ravel(), cells) if overlaps(cell, box))
+
+
+@pytest.fixture(scope="module")
+def spot():
+    return Bundle(spot_bundle(), providers=["cpu"])
+
+
+def test_a_worker_that_is_behind_locates_each_start_skips_extensions_and_loses_no_event(tmp_path, spot):
+    geometry = Geometry.from_manifest(spot.manifest)
+    pre = Preprocessor(geometry)
+    localiser = Localiser(spot, geometry.frame_size)
+    # Snippets with the spot in a known cell: the door's run in (0, 1), then three extensions in
+    # (1, 0), (1, 1) and (1, 2); one hall snippet in (0, 0).
+    cells = [(0, 1), (0, 1), (1, 0), (1, 1), (1, 2), (0, 0)]
+    frames = read_frames(spot_video(tmp_path / "spots.avi", [(16, c) for c in cells]))
+    contexts = []
+    for k in range(len(cells)):
+        crop_clips, patch_clips = pre.snippet(np.stack(frames[16 * k:16 * (k + 1)]))
+        crops, patches = spot.backbone(crop_clips), spot.backbone(patch_clips)
+        contexts.append(SnippetContext(spot.fuse(crops[None], patches[None]), 0, crops, patches))
+    published = []
+    worker = AlertWorker(localiser, lambda camera, event: published.append((camera, event)), tmp_path / "snaps")
+    running, release = threading.Event(), threading.Event()
+    try:
+        # The worker is busy (a job that waits for the test): what follows queues behind it.
+        busy = worker.call(lambda: running.set() or release.wait())
+        assert running.wait(60)
+        worker.start("door", {"event": "start", "alert_id": "door-1"}, contexts[:2], frames[8])
+        for ctx in contexts[2:5]:
+            worker.extend("door", ctx)        # returns at once; each newer one takes the waiting one's place
+        worker.start("hall", {"event": "start", "alert_id": "hall-1"}, contexts[5:], None)
+        worker.end("door", {"event": "end", "alert_id": "door-1"})
+        worker.end("hall", {"event": "end", "alert_id": "hall-1"})
+        assert not published and worker.queued == 5 and worker.skipped == 2
+    finally:
+        release.set()
+    assert worker.close(120)
+    assert busy.result() is True
+    assert [(c, e["event"]) for c, e in published] == [("door", "start"), ("hall", "start"), ("door", "end"),
+                                                       ("hall", "end")]
+    door_start, hall_start, door_end, hall_end = (e for _, e in published)
+    assert localiser.calls == 4                            # the door's run (2), its newest extension, the hall's
+    assert door_start["located"] == 2 and door_end["located"] == 3 and hall_end["located"] == 1
+    cells_ = localiser.cells
+    for message in (door_start, door_end):
+        assert overlaps(message["box"], spot_box(0, 1)), message["box"]
+    end_heat = np.array(door_end["heat"])
+    assert heat_on(end_heat, cells_, spot_box(1, 2)) > 0.1           # the newest extension is in it
+    assert heat_on(end_heat, cells_, spot_box(1, 0)) < 1e-3          # the two it replaced are not
+    assert heat_on(end_heat, cells_, spot_box(1, 1)) < 1e-3
+    assert overlaps(hall_start["box"], spot_box(0, 0)) and hall_end["box"] == hall_start["box"]
+    # The door's snapshot: written once located, with the heat drawn; the end names it too.
+    assert door_end["snapshot"] == door_start["snapshot"] and cv2.imread(door_start["snapshot"]) is not None
+    assert hall_start["snapshot"] is None                  # no keyframe handed over
+
+
+# A spot bundle whose spatial and temporal graphs cost about as much per snippet as the published
+# size's do per crop (F 1024, a window of 32): locating one snippet runs 50 variants through both.
+SLOW_FEATURES, SLOW_WINDOW = 1024, 32
+
+
+@functools.lru_cache(maxsize=None)
+def slow_spot_bundle() -> Path:
+    out = Path(tempfile.mkdtemp(prefix="ssrl-slow-spot-")) / "bundle"
+    return build_bundle(out, head=spot_head(SLOW_FEATURES), window=SLOW_WINDOW, threshold=0.5)
+
+
+@pytest.mark.slow
+def test_a_slow_localisation_leaves_the_other_cameras_scoring(tmp_path):
+    from monitor.engine import Engine
+    from monitor.messages.publisher import Publisher
+
+    door = spot_video(tmp_path / "door.avi", [(64, None), (48, (0, 1)), (64, None)])
+    hall = spot_video(tmp_path / "hall.avi", [(16 * 40, None)], seed=1)   # dark: scored all along
+    config = Config()
+    config.alerts = AlertSettings(min_snippets=2, cooldown_s=0.0, clips=str(tmp_path / "clips"))
+    config.log.snapshots = str(tmp_path / "snaps")
+    config.cameras = [CameraConfig(url=str(door), name="door"), CameraConfig(url=str(hall), name="hall")]
+    bundle = Bundle(slow_spot_bundle(), providers=["cpu"])
+    publisher = Publisher(endpoint(), "test-worker")
+    heard, lock = [], threading.Lock()
+
+    def listen(topic, message):   # on the publishing thread, in seq order
+        with lock:
+            heard.append((topic, message))
+
+    publisher.add_listener(listen)
+    engine = Engine(config, bundle, publisher)
+    try:
+        engine.start()
+        assert engine.wait(600), "the files were not scored in time"
+        assert engine.error is None
+    finally:
+        engine.stop()
+        engine.join()
+        engine.close_alerts()
+        publisher.close()
+    alerts = [m for t, m in heard if t == "alert.door"]
+    assert [a["event"] for a in alerts] == ["start", "end"], alerts
+    start, end = alerts
+    assert start["snippets"] == [4, 5] and end["snippets"] == [4, 6]
+    assert start["located"] == 2 and end["located"] == 3          # nothing skipped: the door had one extension
+    for message in alerts:
+        assert np.array(message["heat"]).shape == (4, 7)
+        assert overlaps(message["box"], spot_box(0, 1)), message["box"]
+    assert start["snapshot"] and Path(start["snapshot"]).exists() and end["snapshot"] == start["snapshot"]
+    assert end["clip"] == start["clip"] and Path(end["clip"]).exists()
+    assert not [t for t, _ in heard if t == "alert.hall"]
+    # The score of snippet 5 (the alert decided) went out before the hand-over; the hall's
+    # snippets scored after it and before the located start prove the scoring thread went on.
+    decided = next(m["seq"] for t, m in heard if t == "score.door" and m["snippet"] == 5)
+    meanwhile = [m["snippet"] for t, m in heard if t == "score.hall" and decided < m["seq"] < start["seq"]]
+    assert meanwhile, "no hall snippet was scored while the door's alert was located"
+    assert engine.localiser.calls == 3
