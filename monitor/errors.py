@@ -19,6 +19,12 @@ DEBUG_FLAG = "--debug"
 BAD_INPUT = (ValueError, OSError)
 
 
+class ArgumentError(ValueError):
+    """A bad option value, found by a command itself; the message names the option and the
+    reason. Raised, not printed: `guarded` turns it into the one line (or, with --debug, the
+    traceback and the line), exit code 2, as for every other bad input."""
+
+
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(DEBUG_FLAG, action="store_true",
                         help="on an error, show the full traceback (and debug log lines) instead of one line")
@@ -40,23 +46,25 @@ def one_line(exc: BaseException) -> str:
     return text
 
 
-def refuse(exc: BaseException, debug: bool = False) -> int:
-    """Print a caught bad-input error as its one line (after the traceback with --debug) -> 2."""
+def refuse(exc: BaseException, debug: bool = False, prefix: str = "") -> int:
+    """Print a caught bad-input error as its one line (after the traceback with --debug) -> 2.
+    For the errors a command catches because they are not ValueErrors (a store or socket that
+    cannot be used); `prefix` says what failed ("event store: ")."""
     if debug:
         traceback.print_exception(exc)
-    print(f"error: {' '.join(redact(str(exc)).split())}", file=sys.stderr)
+    print(f"error: {prefix}{' '.join(redact(str(exc)).split())}", file=sys.stderr)
     return 2
 
 
 def guarded(main, argv=None) -> int:
-    """Run `main(argv)` -> exit code; an escaping exception becomes one line (or, with
-    --debug, the traceback), Ctrl-C exit code 130."""
+    """Run `main(argv)` -> exit code; an escaping exception becomes one line (with --debug,
+    after its traceback), exit code 2 for bad input and 1 otherwise, Ctrl-C exit code 130."""
     try:
         return int(main(argv) or 0)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
         if wants_debug(argv):
-            raise
+            traceback.print_exception(exc)
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, BAD_INPUT) else 1

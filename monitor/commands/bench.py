@@ -40,18 +40,17 @@ def run(args: argparse.Namespace) -> int:
     from monitor.capacity.context import Bench
     from monitor.capacity.registry import MEASUREMENTS
     from monitor.config import DEMO_BUNDLE
+    from monitor.errors import ArgumentError, refuse
     from monitor.model.manifest import BundleError
     from monitor.model.providers import ProviderError, from_flag
 
     problem = _check(args)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        raise ArgumentError(problem)
     try:
         providers = from_flag(args.providers) if args.providers else None
     except ProviderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc, args.debug)
     path = args.model or DEMO_BUNDLE
     with tempfile.TemporaryDirectory(prefix="ssrl-bench-") as tmp:
         bench = Bench(path, args.work or Path(tmp), cameras=args.cameras, seconds=args.seconds, providers=providers,
@@ -59,11 +58,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             bundle = bench.bundle
         except (BundleError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return refuse(exc, args.debug)
         if not bundle.has_backbone or bundle.manifest.stage == 0:
-            print(f"error: --model {path}: bench needs a bundle with a backbone and an SSRL head", file=sys.stderr)
-            return 2
+            raise ArgumentError(f"--model {path}: bench needs a bundle with a backbone and an SSRL head")
         m = bundle.manifest
         results = bench.results
         results.update({"model": str(path), "provider": bundle.providers[0], "stage": m.stage, "crops": m.crops,

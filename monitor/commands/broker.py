@@ -59,19 +59,18 @@ def _curve(args):
 def run(args: argparse.Namespace) -> int:
     import zmq
 
-    from monitor.messages.endpoints import EndpointError, describe_bound, parse, stays_on_this_machine
-    from monitor.messages.keys import CurveError, Gatekeeper
+    from monitor.errors import ArgumentError
+    from monitor.messages.endpoints import describe_bound, parse, stays_on_this_machine
+    from monitor.messages.keys import Gatekeeper
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    try:
-        for flag in ("frontend", "backend"):
-            parse(getattr(args, flag), f"--{flag}", bind=True)
-        front_curve, back_curve = _curve(args)
-    except (EndpointError, CurveError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # A bad endpoint or key (ValueErrors) escapes to guarded: one line naming the flag, exit
+    # code 2 (with --debug, after the traceback).
+    for flag in ("frontend", "backend"):
+        parse(getattr(args, flag), f"--{flag}", bind=True)
+    front_curve, back_curve = _curve(args)
 
     context = zmq.Context()
     gatekeeper = Gatekeeper(context) if front_curve is not None else None  # before any bind
@@ -95,8 +94,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 sock.bind(getattr(args, flag[2:]))
             except zmq.ZMQError as exc:
-                print(f"error: {flag} {getattr(args, flag[2:])!r}: cannot bind: {exc}", file=sys.stderr)
-                return 2
+                raise ArgumentError(f"{flag} {getattr(args, flag[2:])!r}: cannot bind: {exc}") from exc
             bound[flag] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         stopping = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -14,7 +14,6 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -127,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from monitor.alerts import calibration as calib
     from monitor.alerts.calibration_store import CalibrationStore
     from monitor.commands.run import _setup_logging
+    from monitor.errors import ArgumentError, refuse
     from monitor.model.bundle import Bundle
     from monitor.model.fingerprint import bundle_sha
     from monitor.model.manifest import BundleError
@@ -146,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
             cfgmod.check_value("model.threads", args.threads, "command line: --threads")
         items = _footage_items(camera)
     except (cfgmod.ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc, args.debug)
     _setup_logging(args.log_level)
     if args.model:
         config.model.path = args.model
@@ -160,8 +159,7 @@ def run(args: argparse.Namespace) -> int:
         bundle = Bundle(config.model_path(), providers=providers, threads=args.threads or config.model.threads,
                         workers=config.engine.workers)
     except (BundleError, ProviderError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc, args.debug)
     sha = bundle_sha(bundle.path, bundle.manifest)
     store = CalibrationStore(config.state_dir())
 
@@ -173,28 +171,25 @@ def run(args: argparse.Namespace) -> int:
     try:
         footage = _score(bundle, config, camera, items, args.duration, stop)
     except (BundleError, GeometryError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        refuse(exc, args.debug)
         return 1
     if args.events:
         config.log.events = args.events
     try:
         marked = _alerts_marked_false(Path(config.log.events), camera.name)
     except StoreError as exc:
-        print(f"error: event store: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc, args.debug, prefix="event store: ")
     try:
         cal = calib.calibrate_camera(footage, marked, camera=camera.name, bundle_sha=sha, settings=settings,
                                      manifest=bundle.manifest, target_per_day=target,
                                      sources=[f.label for f in footage])
     except calib.CalibrationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc, args.debug)
     try:
         path = store.save(cal)
     except OSError as exc:
-        print(f"error: state directory {store.root}: cannot write the calibration ({exc.strerror or exc})",
-              file=sys.stderr)
-        return 2
+        raise ArgumentError(f"state directory {store.root}: cannot write the calibration ({exc.strerror or exc})") \
+            from exc
     print(f"{camera.name}: {cal.summary()}")
     print(f"stored in {path} (bundle {sha[:16]}); `run_monitor.py` uses it for camera {camera.name} with this bundle")
     return 0

@@ -31,35 +31,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import zmq
     from monitor.dashboard.app import terminal_console, watch_socket
-    from monitor.redaction import redact
     from monitor.dashboard.state import DashboardState
-    from monitor.messages.endpoints import EndpointError, parse
+    from monitor.errors import ArgumentError, refuse
+    from monitor.messages.endpoints import parse
     from monitor.messages.feed import Feed
-    from monitor.messages.keys import CurveError, client_from_flags
+    from monitor.messages.keys import client_from_flags
 
+    # Bad options, endpoints and keys (ValueErrors) escape to guarded: one line naming the flag,
+    # exit code 2 (with --debug, after the traceback).
     for name in ("refresh", "stale_after", "history"):
         if not getattr(args, name) > 0:
-            print(f"error: --{name.replace('_', '-')} must be > 0, got {getattr(args, name)}", file=sys.stderr)
-            return 2
+            raise ArgumentError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     endpoints = args.connect or [DEFAULT_ENDPOINT]
-    try:
-        for endpoint in endpoints:
-            parse(endpoint, "--connect", bind=False)
-        curve = client_from_flags(args)
-    except (EndpointError, CurveError) as exc:
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
-        return 2
+    for endpoint in endpoints:
+        parse(endpoint, "--connect", bind=False)
+    curve = client_from_flags(args)
     store = None
     if args.db:
         from monitor.messages.event_store import EventStore, StoreError
         if not Path(args.db).is_file():
-            print(f"error: --db {args.db}: no event store there (the monitor's --events file)", file=sys.stderr)
-            return 2
+            raise ArgumentError(f"--db {args.db}: no event store there (the monitor's --events file)")
         try:
             store = EventStore(args.db)
         except StoreError as exc:
-            print(f"error: --db {args.db}: {exc}", file=sys.stderr)
-            return 2
+            return refuse(exc, args.debug, prefix=f"--db {args.db}: ")
     ctx = zmq.Context()
     problems = []  # handshake failures: shown after the screen is restored, never tearing it
     sock = Feed(endpoints, curve=curve, context=ctx, on_problem=problems.append)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from monitor.commands.store_args import ArgumentError, add_store_arguments, db_path, local, parse_time
+from monitor.errors import refuse
 
 HELP = "list the stored alert events (--json for JSON lines); --import an old events.jsonl"
 
@@ -57,24 +58,20 @@ def run(args: argparse.Namespace) -> int:
     from monitor.messages.event_log import read_jsonl
     from monitor.messages.event_store import EventStore, StoreError, epoch
 
-    try:
-        path = db_path(args)
-        since = None if args.since is None else parse_time(args.since)
-        until = None if args.until is None else parse_time(args.until, "--until")
-    except ArgumentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # Bad option values raise ArgumentError: monitor.errors.guarded makes the one line (or, with
+    # --debug, the traceback); errors that are not ValueErrors go through refuse.
+    path = db_path(args)
+    since = None if args.since is None else parse_time(args.since)
+    until = None if args.until is None else parse_time(args.until, "--until")
     if args.limit is not None and args.limit < 1:
-        print(f"error: --limit {args.limit}: must be at least 1", file=sys.stderr)
-        return 2
+        raise ArgumentError(f"--limit {args.limit}: must be at least 1")
 
     old = args.import_ or args.jsonl
     if old is not None:
         try:
             records, problems = read_jsonl(old)
         except OSError as exc:
-            print(f"error: {old}: cannot read it ({exc.strerror or exc})", file=sys.stderr)
-            return 2
+            raise ArgumentError(f"{old}: cannot read it ({exc.strerror or exc})") from exc
         for problem in problems:
             print(f"warning: {problem}", file=sys.stderr)
         usable = [r for r in records if isinstance(r.get("seq"), int) and epoch(r.get("ts")) is not None]
@@ -91,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 store.close()
         except (StoreError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return refuse(exc, args.debug)
         print(f"imported {added} event(s) from {args.import_} into {path} ({present} already there)")
         return 0
 
@@ -114,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 store.close()
         except StoreError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return refuse(exc, args.debug)
         rows = [(e.message, e.verdict, e.note) for e in events]
         source = path
     for message, verdict, note in rows:

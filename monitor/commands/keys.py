@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
 HELP = "make CURVE key pairs (server, client) for encrypted, authenticated messages"
@@ -24,21 +23,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.messages.keys import CurveError, generate
+    from monitor.errors import ArgumentError
+    from monitor.messages.keys import generate
 
     names = args.name or ["server", "client"]
     authorized = args.out / "authorized"
     if not args.name and (authorized / "client.key").exists():
-        print(f"error: {authorized / 'client.key'}: already exists; keys are never overwritten", file=sys.stderr)
-        return 2
+        raise ArgumentError(f"{authorized / 'client.key'}: already exists; keys are never overwritten")
     try:
-        made = generate(args.out, names)
-    except CurveError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        made = generate(args.out, names)  # a CurveError (a ValueError) escapes to guarded: one line, exit 2
     except OSError as exc:
-        print(f"error: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        raise ArgumentError(f"--out {args.out}: {exc.strerror or exc}") from exc
     for public, secret in made:
         print(f"{public.stem}: public key {public}, secret key {secret} (mode 0600; keep it on its machine)")
     if not args.name:

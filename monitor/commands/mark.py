@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from monitor.commands.store_args import ArgumentError, add_store_arguments, db_path, local
+from monitor.errors import refuse
 
 HELP = "record the operator's verdict on an alert (false: a false alarm), shown by `events`"
 
@@ -24,15 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from monitor.messages.event_store import EventStore, StoreError
 
-    try:
-        path = db_path(args)
-    except ArgumentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    path = db_path(args)  # a bad option raises ArgumentError: guarded makes it one line (--debug: the traceback)
     if not path.is_file():
-        print(f"error: {path}: no event store there (the monitor's --events file; default events.db)",
-              file=sys.stderr)
-        return 2
+        raise ArgumentError(f"{path}: no event store there (the monitor's --events file; default events.db)")
     try:
         store = EventStore(path)
         try:
@@ -40,8 +34,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             store.close()
     except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc, args.debug)
     span = f"{local(verdict.start)} - {local(verdict.end) if verdict.end is not None else 'still open'}"
     print(f"alert {verdict.alert_id} (camera {verdict.camera}, monitor {verdict.monitor}, {span}) marked "
           f"{args.verdict}" + (f": {verdict.note}" if verdict.note else ""))

@@ -7,6 +7,12 @@ every field) plus `"replayed": true`, `replay_ts` (when this replay sent it) and
 it sends only once the subscribers it waits for are there (a PUB socket would send into the
 void while they are still connecting, ZeroMQ's slow joiner), and it never drops a message
 (XPUB_NODROP, no high-water mark).
+
+The socket is secured as the monitor's own (run): --publish / --connect are checked by the
+same rules (a bad one is one line naming the flag, exit code 2), the CURVE flags are run's
+(--curve-key with --curve-authorized binding, --curve-server-key connecting to a broker), and
+--config supplies its [security] section, and its broker when its [publish] connects to one.
+Binding beyond this machine without CURVE is warned about.
 """
 from __future__ import annotations
 
@@ -15,7 +21,9 @@ import json
 import sys
 import time
 
+from monitor.commands.publish_args import add_curve_arguments, apply_publish_flags
 from monitor.commands.store_args import ArgumentError, add_store_arguments, db_path, parse_time
+from monitor.errors import refuse
 
 HELP = "republish stored alerts (marked replayed) for a subscriber that was away"
 DEFAULT_REPLAY_ENDPOINT = "tcp://127.0.0.1:5557"
@@ -32,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     where.add_argument("--publish", metavar="ENDPOINT", default=None,
                        help=f"bind here (default {DEFAULT_REPLAY_ENDPOINT}; the monitor's own port is usually taken)")
     where.add_argument("--connect", metavar="ENDPOINT", help="connect to a broker's frontend instead of binding")
+    add_curve_arguments(p, "this replay's")
     p.add_argument("--wait-subscribers", type=int, default=1, metavar="N",
                    help="send once N subscriptions that receive alerts have arrived (default 1; 0: send at once)")
     p.add_argument("--wait", type=float, default=30.0, metavar="S",
@@ -47,22 +56,33 @@ def _subscription(frame: bytes) -> tuple[bool, str] | None:
     return frame[0] == 1, frame[1:].decode("utf-8", "replace")
 
 
+def _settings(args: argparse.Namespace):
+    """(config, curve): where to publish and how, as run takes them. Bad values raise
+    (ConfigError, ArgumentError): guarded makes them one line naming the flag, exit code 2."""
+    from monitor import config as cfgmod
+
+    if args.wait_subscribers < 0 or args.wait <= 0:
+        raise ArgumentError("--wait-subscribers must be >= 0 and --wait > 0")
+    config = cfgmod.load(args.config)
+    if not config.publish.connect:
+        config.publish.endpoint = DEFAULT_REPLAY_ENDPOINT  # the monitor's own port is usually taken
+        config.origins["publish.endpoint"] = "--publish (default)"
+    apply_publish_flags(config, args)
+    return config, cfgmod.curve_settings(config)
+
+
 def run(args: argparse.Namespace) -> int:
     import zmq
 
+    from monitor.commands.run import _setup_logging
     from monitor.messages.event_store import EventStore, StoreError
-    from monitor.messages.publisher import iso
+    from monitor.messages.publisher import PublishError, announce, attach, iso
 
-    try:
-        path = db_path(args)
-        since = parse_time(args.since)
-        until = None if args.until is None else parse_time(args.until, "--until")
-    except ArgumentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.wait_subscribers < 0 or args.wait <= 0:
-        print("error: --wait-subscribers must be >= 0 and --wait > 0", file=sys.stderr)
-        return 2
+    path = db_path(args)
+    since = parse_time(args.since)
+    until = None if args.until is None else parse_time(args.until, "--until")
+    config, curve = _settings(args)
+    _setup_logging("debug" if args.debug else "info")
     try:
         store = EventStore(path, readonly=True)
         try:
@@ -70,31 +90,43 @@ def run(args: argparse.Namespace) -> int:
         finally:
             store.close()
     except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc, args.debug)
     if not events:
         print(f"nothing to replay: no alert events in {path} since {iso(since)}", file=sys.stderr)
         return 0
     topics = [f"alert.{e.camera}" for e in events]
 
-    endpoint = args.connect or args.publish or DEFAULT_REPLAY_ENDPOINT
-    context = zmq.Context.instance()
+    endpoint, connect = config.publish.endpoint, config.publish.connect
+    own_context = curve is not None and not connect  # a ZAP gatekeeper belongs to one context
+    context = zmq.Context() if own_context else zmq.Context.instance()
     sock = context.socket(zmq.XPUB)
     sock.setsockopt(zmq.SNDHWM, 0)        # a replay is finite: queue it all rather than drop
     sock.setsockopt(zmq.XPUB_NODROP, 1)
     sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, also a repeated one, is seen
     sock.setsockopt(zmq.LINGER, int(args.linger * 1000))
     try:
-        if args.connect:
-            sock.connect(endpoint)
-        else:
-            sock.bind(endpoint)
-    except zmq.ZMQError as exc:
+        gatekeeper = attach(sock, endpoint, connect=connect, curve=curve, context=context)
+    except PublishError as exc:
         sock.close(0)
-        print(f"error: cannot {'connect to' if args.connect else 'bind'} {endpoint}: {exc}", file=sys.stderr)
-        return 2
+        if own_context:
+            context.term()
+        return refuse(exc, args.debug, prefix=f"{config.origins.get('publish.endpoint', 'publish.endpoint')}: ")
+    endpoint = announce(sock, endpoint, connect=connect, curve=curve)
+    try:
+        return _send(sock, events, topics, endpoint, path, since, args)
+    finally:
+        sock.close()  # lingers until the messages are out (or --linger passes)
+        if gatekeeper is not None:
+            gatekeeper.stop()
+        context.term()
 
-    # Wait for subscribers whose subscriptions take these alerts.
+
+def _send(sock, events, topics, endpoint: str, path, since: float, args: argparse.Namespace) -> int:
+    """Wait for subscribers whose subscriptions take these alerts, then send them all."""
+    import zmq
+
+    from monitor.messages.publisher import iso
+
     wanted = 0
     deadline = time.monotonic() + args.wait
     print(f"replay: {len(events)} alert event(s) from {path} since {iso(since)}; waiting on {endpoint} for "
@@ -102,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     while wanted < args.wait_subscribers:
         left = deadline - time.monotonic()
         if left <= 0:
-            sock.close(0)
+            sock.setsockopt(zmq.LINGER, 0)
             print(f"error: no subscriber for these alerts on {endpoint} within {args.wait:g} s; nothing replayed",
                   file=sys.stderr)
             return 1
@@ -114,6 +146,5 @@ def run(args: argparse.Namespace) -> int:
     for i, (event, topic) in enumerate(zip(events, topics)):
         message = dict(event.message, replayed=True, replay_ts=iso(time.time()), replay_seq=i)
         sock.send_multipart([topic.encode(), json.dumps(message, separators=(",", ":")).encode()])
-    sock.close()  # lingers until the messages are out (or --linger passes)
     print(f"replayed {len(events)} alert event(s) on {endpoint}", file=sys.stderr)
     return 0

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from monitor.commands.publish_args import add_curve_arguments, apply_publish_flags
 from monitor.config import LOG_LEVELS, TRANSPORTS
 from monitor.errors import refuse
 
@@ -30,12 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model bundle directory (default: the config's, else the shipped demo bundle)")
     p.add_argument("--publish", metavar="ENDPOINT", help="ZeroMQ endpoint to bind (default tcp://127.0.0.1:5556)")
     p.add_argument("--connect", metavar="ENDPOINT", help="connect to a broker's frontend instead of binding")
-    p.add_argument("--curve-key", metavar="FILE",
-                   help="CURVE: this monitor's key pair (NAME.key_secret from 'keys', or env:VAR); see [security]")
-    p.add_argument("--curve-authorized", metavar="DIR",
-                   help="CURVE, binding: directory of the public keys (NAME.key) of the subscribers let in")
-    p.add_argument("--curve-server-key", metavar="FILE",
-                   help="CURVE, --connect: the broker's public key file (or env:VAR)")
+    add_curve_arguments(p)
     p.add_argument("--no-dashboard", action="store_true", help="plain log lines even on a terminal")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--providers", help="execution providers in order, e.g. 'cuda,cpu' (default: best available)")
@@ -123,17 +119,7 @@ def build_config(args: argparse.Namespace):
         config.engine.max_batch = args.max_batch
     if args.workers:
         config.engine.workers = args.workers
-    if args.publish and args.connect:
-        raise cfgmod.ConfigError("--publish and --connect: give one (bind an endpoint, or connect to a broker)")
-    for flag, value, connect in (("--publish", args.publish, False), ("--connect", args.connect, True)):
-        if value:
-            config.publish.endpoint, config.publish.connect = value, connect
-            config.origins["publish.endpoint"] = flag
-            cfgmod.check_endpoint(config)
-    for key in ("curve_key", "curve_authorized", "curve_server_key"):
-        if getattr(args, key):
-            setattr(config.security, key, getattr(args, key))
-            config.origins[f"security.{key}"] = "--" + key.replace("_", "-")
+    apply_publish_flags(config, args)
     if args.monitor_id:
         config.monitor.id = args.monitor_id
     if args.events:
@@ -303,14 +289,12 @@ def run(args: argparse.Namespace) -> int:
         event_log = EventStore(config.log.events, retention_days=config.log.retention_days,
                                max_mb=config.log.max_mb)
     except StoreError as exc:
-        print(f"error: event store: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc, getattr(args, "debug", False), prefix="event store: ")
     try:
         sequence = event_log.sequence(config.monitor_id)
     except StoreError as exc:
-        print(f"error: event store: {exc}", file=sys.stderr)
         event_log.close()
-        return 2
+        return refuse(exc, getattr(args, "debug", False), prefix="event store: ")
     try:
         publisher = Publisher(config.publish.endpoint, config.monitor_id, connect=config.publish.connect,
                               high_water_mark=config.publish.high_water_mark, sequence=sequence, curve=curve)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.errors import ArgumentError
+
 HELP = "score one video's precomputed features offline (writes [T] float32)"
 
 
@@ -24,29 +26,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from monitor.model.bundle import Bundle
-    from monitor.model.feature_files import FeatureFileError, load_video_features
-    from monitor.model.manifest import BundleError
+    from monitor.model.feature_files import load_video_features
     from monitor.model.offline import score_video
-    from monitor.model.providers import ProviderError, from_flag
+    from monitor.model.providers import from_flag
 
+    # Bad input (a bad option, bundle or feature file: ValueErrors) escapes to guarded, which
+    # makes it one line, exit code 2 (with --debug, after the traceback).
     if args.window is not None and args.window < 1 or args.lookahead < 0:
-        print("error: --window must be >= 1 and --lookahead >= 0", file=sys.stderr)
-        return 2
+        raise ArgumentError("--window must be >= 1 and --lookahead >= 0")
     if args.window is not None and args.lookahead >= args.window:
-        print(f"error: --lookahead {args.lookahead} must be smaller than --window {args.window}", file=sys.stderr)
-        return 2
+        raise ArgumentError(f"--lookahead {args.lookahead} must be smaller than --window {args.window}")
 
-    try:
-        bundle = Bundle(args.model, providers=from_flag(args.providers) if args.providers else None)
-        crops, patches = load_video_features(args.features, bundle.manifest)
-        if args.streaming:
-            from monitor.engine import stream_scores
-            scores = stream_scores(bundle, crops, patches, args.window, args.lookahead)
-        else:
-            scores = score_video(bundle, crops, patches)
-    except (BundleError, FeatureFileError, ProviderError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    bundle = Bundle(args.model, providers=from_flag(args.providers) if args.providers else None)
+    crops, patches = load_video_features(args.features, bundle.manifest)
+    if args.streaming:
+        from monitor.engine import stream_scores
+        scores = stream_scores(bundle, crops, patches, args.window, args.lookahead)
+    else:
+        scores = score_video(bundle, crops, patches)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.out, scores)
     mode = f"streaming, window {args.window or bundle.manifest.window}, look-ahead {args.lookahead}" \

@@ -10,15 +10,12 @@ import time
 from pathlib import Path
 
 from monitor.config import LogSection
+from monitor.errors import ArgumentError  # noqa: F401  (the commands' bad option values)
 
 DEFAULT_DB = LogSection.events
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _AGE = re.compile(r"^(?:(\d+(?:\.\d+)?)([smhdw]))+$")
 _AGE_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-
-
-class ArgumentError(ValueError):
-    """A bad option value; the message names the option and the reason."""
 
 
 def add_store_arguments(p: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ import signal
 import sys
 
 from monitor.config import DEFAULT_ENDPOINT
+from monitor.errors import refuse
 
 HELP = "print a monitor's (or a broker's) messages as readable lines; reports lost messages"
 
@@ -97,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
         parse(args.endpoint, "endpoint", bind=False)
         curve = client_from_flags(args)
     except (EndpointError, CurveError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc, args.debug)
     sock = Feed([args.endpoint], topics, curve=curve,
                 on_problem=lambda text: print(f"warning: {text}", file=sys.stderr, flush=True))
     track_gaps = topics == [""]

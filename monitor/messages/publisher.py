@@ -42,6 +42,51 @@ class PublishError(RuntimeError):
     pass
 
 
+def attach(socket, endpoint: str, *, connect: bool, curve, context):
+    """Bind `socket` to `endpoint` (or connect it), with CURVE when `curve` is given: binding,
+    a keys.CurveServer whose authorized subscribers alone get in (a ZAP gatekeeper on
+    `context`, started before the bind so that there is no window without it); connecting, a
+    keys.CurveClient. Returns the gatekeeper (stop it after closing the socket) or None.
+    PublishError says why the bind or connect failed."""
+    gatekeeper = None
+    if "://[" in endpoint:
+        socket.setsockopt(zmq.IPV6, 1)
+    try:
+        if curve is not None and not connect:
+            from monitor.messages.keys import Gatekeeper
+            gatekeeper = Gatekeeper(context)
+            gatekeeper.serve(socket, curve, "monitor", role="subscriber")
+        elif curve is not None:
+            curve.secure(socket)
+        if connect:
+            socket.connect(endpoint)
+        else:
+            socket.bind(endpoint)
+    except zmq.ZMQError as exc:
+        if gatekeeper is not None:
+            gatekeeper.stop()
+        verb = "connect to" if connect else "bind"
+        why = {errno.EADDRINUSE: "the address is in use (another monitor or broker there?)",
+               errno.ENODEV: "the host is not an address or interface of this machine",
+               errno.EADDRNOTAVAIL: "the host is not an address of this machine"}.get(exc.errno, str(exc))
+        raise PublishError(f"cannot {verb} {endpoint}: {why}") from exc
+    return gatekeeper
+
+
+def announce(socket, endpoint: str, *, connect: bool, curve) -> str:
+    """-> the endpoint really bound (tcp://*:5556 and tcp://HOST:* spelled out); logs that
+    CURVE is on, or warns once when the messages reach beyond this machine without it."""
+    bound = socket.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
+    if curve is not None:
+        log.info("%s", curve.describe())
+    elif not stays_on_this_machine(bound):
+        log.warning("%s %s without CURVE: every message is readable by anyone on the network%s "
+                    "(turn CURVE on: [security] in the config, or --curve-key)",
+                    "connected to" if connect else "publishing on", describe_bound(bound),
+                    "" if connect else ", and anyone can subscribe")
+    return bound
+
+
 class Publisher:
     """Binds (or connects to a broker's frontend) a PUB socket and stamps every message
     with schema, monitor, seq, camera, ts and type."""
@@ -74,36 +119,14 @@ class Publisher:
         self._socket.setsockopt(zmq.LINGER, 500)  # at close, half a second to flush what is queued
         if connect:  # one peer: a full queue is a loss to count, not one subscriber's problem
             self._socket.setsockopt(zmq.XPUB_NODROP, 1)
-        if "://[" in endpoint:
-            self._socket.setsockopt(zmq.IPV6, 1)
+        if connect:
+            self._link = self._socket.get_monitor_socket(_LINK_EVENTS)
         try:
-            if curve is not None and not connect:
-                from monitor.messages.keys import Gatekeeper
-                self._gatekeeper = Gatekeeper(self._context)  # before bind: no window without it
-                self._gatekeeper.serve(self._socket, curve, "monitor", role="subscriber")
-            elif curve is not None:
-                curve.secure(self._socket)
-            if connect:
-                self._link = self._socket.get_monitor_socket(_LINK_EVENTS)
-                self._socket.connect(endpoint)
-            else:
-                self._socket.bind(endpoint)
-        except zmq.ZMQError as exc:
+            self._gatekeeper = attach(self._socket, endpoint, connect=connect, curve=curve, context=self._context)
+        except PublishError:
             self._close_sockets(0)
-            verb = "connect to" if connect else "bind"
-            why = {errno.EADDRINUSE: "the address is in use (another monitor or broker there?)",
-                   errno.ENODEV: "the host is not an address or interface of this machine",
-                   errno.EADDRNOTAVAIL: "the host is not an address of this machine"}.get(exc.errno, str(exc))
-            raise PublishError(f"cannot {verb} {endpoint}: {why}") from exc
-        # The endpoint really bound: tcp://*:5556 and tcp://HOST:* are spelled out.
-        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
-        if self.curve is not None:
-            log.info("%s", self.curve.describe())
-        elif not stays_on_this_machine(self.endpoint):
-            log.warning("%s %s without CURVE: every message is readable by anyone on the network%s "
-                        "(turn CURVE on: [security] in the config, or --curve-key)",
-                        "connected to" if connect else "publishing on", describe_bound(self.endpoint),
-                        "" if connect else ", and anyone can subscribe")
+            raise
+        self.endpoint = announce(self._socket, endpoint, connect=connect, curve=curve)
 
     def add_listener(self, listener) -> None:
         """`listener(topic: str, message: dict)` is called for every message, in-process (the
