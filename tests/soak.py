@@ -27,9 +27,9 @@ from pathlib import Path
 
 import zmq
 
-from tests.live_helpers import ROOT, Process, free_port, monitor, write_config
+from tests.live_helpers import ROOT, free_port, monitor
+from tests.rtsp_helpers import rtsp_camera, rtsp_config, rtsp_server
 
-SYSTEM_PYTHON = "/usr/bin/python3"
 STALL_S = 3.0
 
 
@@ -182,18 +182,6 @@ class Collector(threading.Thread):
         return None
 
 
-def rtsp_server(workdir: Path, port: int, name: str) -> Process:
-    server = Process([str(ROOT / "tests" / "live_rtsp_server.py"), str(port)], workdir, name, python=SYSTEM_PYTHON)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if "ready" in server.stdout():
-            return server
-        if server.proc.poll() is not None:
-            raise AssertionError(f"RTSP server {name} exited: {server.stderr()}")
-        time.sleep(0.1)
-    raise AssertionError(f"RTSP server {name} never became ready")
-
-
 def stored_alerts(db: Path) -> list[dict]:
     """Every alert event in the monitor's store, read with the monitor's own `events` command."""
     done = subprocess.run([sys.executable, str(ROOT / "run_monitor.py"), "events", "--db", str(db), "--json"],
@@ -227,36 +215,10 @@ def soak(workdir: Path, seconds: float, warmup_s: float = 45.0, cycles: int = 1,
     door = rtsp_server(workdir, door_port, "door")
     yard = rtsp_server(workdir, yard_port, "yard")
     db = workdir / "events.db"
-    config = write_config(workdir / "soak.toml", f"""
-[monitor]
-id = "soak"
-status_interval = 1.0
-camera_debounce_s = 0.5
-
-[publish]
-endpoint = "{endpoint}"
-
-[log]
-events = "{db}"
-
-[[cameras]]
-name = "door"
-url = "rtsp://127.0.0.1:{door_port}/test"
-stall_timeout_s = {STALL_S}
-backoff_initial_s = 0.5
-backoff_max_s = 2.0
-
-[[cameras]]
-name = "yard"
-url = "rtsp://127.0.0.1:{yard_port}/test"
-stall_timeout_s = {STALL_S}
-backoff_initial_s = 0.5
-backoff_max_s = 2.0
-
-[[cameras]]
-name = "square"
-url = "synthetic://square?seed=900000077&rate=4&fps=15"
-""")
+    cameras = "".join(rtsp_camera(name, port, stall_timeout_s=STALL_S, backoff_initial_s=0.5, backoff_max_s=2.0)
+                      for name, port in (("door", door_port), ("yard", yard_port)))
+    cameras += '[[cameras]]\nname = "square"\nurl = "synthetic://square?seed=900000077&rate=4&fps=15"\n'
+    config = rtsp_config(workdir / "soak.toml", "soak", endpoint, cameras, status_interval=1.0)
     collector = Collector(endpoint)
     collector.start()
     collector.ready.wait(10)

@@ -11,8 +11,8 @@ import pytest
 
 from monitor.redaction import redact
 from tests.factories import cached_bundle
-from tests.live_helpers import Subscriber, endpoint, free_port, monitor, write_config
-from tests.rtsp_helpers import needs_gst_rtsp, rtsp_server
+from tests.live_helpers import Subscriber, endpoint, free_port, monitor
+from tests.rtsp_helpers import needs_gst_rtsp, rtsp_camera, rtsp_config, rtsp_server
 
 SECRET = "p@ss:w/rd-Zq81"          # '@', ':' and '/' inside: it must be encoded to work at all
 WRONG = "wr0ng-Inline77"
@@ -46,36 +46,13 @@ def test_passwords_from_a_file_or_the_environment_play_and_never_show(tmp_path, 
     password_file = tmp_path / "gate.pw"
     password_file.write_text(SECRET + "\n")
     monkeypatch.setenv("GATE_PW", SECRET)
-    config = write_config(tmp_path / "creds.toml", f"""
-[monitor]
-id = "creds"
-status_interval = 0.5
-camera_debounce_s = 0.5
-[model]
-path = "{bundle}"
-[publish]
-endpoint = "{ep}"
-[log]
-events = "{tmp_path / 'events.db'}"
-[[cameras]]
-name = "gate"
-url = "rtsp://127.0.0.1:{port}/test"
-username = "viewer"
-password_file = "{password_file}"
-[[cameras]]
-name = "yard"
-url = "rtsp://viewer:${{GATE_PW}}@127.0.0.1:{port}/test"
-[[cameras]]
-name = "denied"
-url = "rtsp://viewer:{WRONG}@127.0.0.1:{port}/test?apikey={API_KEY}"
-stall_timeout_s = 2.0
-backoff_max_s = 1.0
-[[cameras]]
-name = "dead"
-url = "rtsp://admin:{WRONG}@127.0.0.1:{dead_port}/nothing?token={API_KEY}"
-stall_timeout_s = 2.0
-backoff_max_s = 1.0
-""")
+    cameras = (rtsp_camera("gate", port, extra=f'username = "viewer"\npassword_file = "{password_file}"\n')
+               + rtsp_camera("yard", port, url=f"rtsp://viewer:${{GATE_PW}}@127.0.0.1:{port}/test")
+               + rtsp_camera("denied", port, stall_timeout_s=2.0,
+                             url=f"rtsp://viewer:{WRONG}@127.0.0.1:{port}/test?apikey={API_KEY}")
+               + rtsp_camera("dead", dead_port, stall_timeout_s=2.0,
+                             url=f"rtsp://admin:{WRONG}@127.0.0.1:{dead_port}/nothing?token={API_KEY}"))
+    config = rtsp_config(tmp_path / "creds.toml", "creds", ep, cameras, bundle=bundle)
     server = rtsp_server(tmp_path, port, "rtsp", size="128x96", login=f"viewer:{SECRET}")
     sub = Subscriber(ep)
     proc = monitor(tmp_path, "--config", str(config), "--no-dashboard")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import cached_bundle
-from tests.live_helpers import Subscriber, endpoint, free_port, monitor, write_config
-from tests.rtsp_helpers import needs_gst_rtsp, rtsp_server
+from tests.live_helpers import Subscriber, endpoint, free_port, monitor
+from tests.rtsp_helpers import needs_gst_rtsp, rtsp_camera, rtsp_config, rtsp_server
 
 pytestmark = [pytest.mark.slow, needs_gst_rtsp]
 
@@ -19,25 +19,8 @@ def test_rtsp_stream_scored_live_and_recovers_after_the_server_restarts(tmp_path
     port = free_port()
     url = f"rtsp://viewer:s3cret-word@127.0.0.1:{port}/test"  # credentials that must never show
     ep = endpoint()
-    config = write_config(tmp_path / "rtsp.toml", f"""
-[monitor]
-id = "e2e-rtsp"
-status_interval = 0.5
-camera_debounce_s = 0.5
-[model]
-path = "{bundle}"
-[publish]
-endpoint = "{ep}"
-[log]
-events = "{tmp_path / 'events.db'}"
-[[cameras]]
-name = "gate"
-url = "{url}"
-transport = "{transport}"
-stall_timeout_s = 2.0
-backoff_initial_s = 0.2
-backoff_max_s = 1.0
-""")
+    config = rtsp_config(tmp_path / "rtsp.toml", "e2e-rtsp", ep, bundle=bundle, cameras=rtsp_camera(
+        "gate", port, url=url, stall_timeout_s=2.0, extra=f'transport = "{transport}"\n'))
     server = rtsp_server(tmp_path, port, "rtsp1")
     sub = Subscriber(ep)
     proc = monitor(tmp_path, "--config", str(config), "--no-dashboard")

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from tests.factories import cached_bundle
-from tests.live_helpers import Subscriber, endpoint, free_port, monitor, write_config
-from tests.rtsp_helpers import needs_gst_rtsp, rtsp_server
+from tests.live_helpers import Subscriber, endpoint, free_port, monitor
+from tests.rtsp_helpers import needs_gst_rtsp, rtsp_camera, rtsp_config, rtsp_server
 
 pytestmark = [pytest.mark.slow, needs_gst_rtsp]
 
@@ -25,24 +25,8 @@ def _epoch(iso: str) -> float:
 
 
 def _config(tmp_path, bundle, ep, port):
-    return write_config(tmp_path / "rtsp.toml", f"""
-[monitor]
-id = "rtsp-faults"
-status_interval = 0.5
-camera_debounce_s = 0.5
-[model]
-path = "{bundle}"
-[publish]
-endpoint = "{ep}"
-[log]
-events = "{tmp_path / 'events.db'}"
-[[cameras]]
-name = "gate"
-url = "rtsp://127.0.0.1:{port}/test"
-stall_timeout_s = {STALL_S}
-backoff_initial_s = 0.2
-backoff_max_s = 1.0
-""")
+    return rtsp_config(tmp_path / "rtsp.toml", "rtsp-faults", ep, rtsp_camera("gate", port, stall_timeout_s=STALL_S),
+                       bundle=bundle)
 
 
 def test_a_paused_server_is_stalled_in_time_nothing_stale_is_scored_and_it_recovers_from_a_kill_at_a_new_size(

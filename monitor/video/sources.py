@@ -12,8 +12,9 @@ A source URL is one of:
 A live source is judged alive by new frames, not by `read()` returning True (see
 monitor.video.liveness): no new frame for the stall timeout is `stalled`, and the stream is
 reopened; FFmpeg's own open and read timeouts are set to that timeout, so a dead stream is
-noticed in time. Frames larger than `max_frame_pixels` are refused (counted) so that a
-hostile or broken stream cannot exhaust memory.
+noticed in time. Frames larger than `max_frame_pixels` are refused so that a hostile or broken
+stream cannot exhaust memory: at open, before any frame is decoded, when the stream says its
+size; otherwise on the first such frame (counted). Either way the camera is faulted and retried.
 
 Credentials in URLs never leave this module except through `redact`; the URL that is opened
 (placeholders and password files filled in, monitor.video.credentials) lives only in the
@@ -161,11 +162,14 @@ class _Capture:
             cap.release()
             raise SourceError(f"{shown}: cannot open" + (" (not a readable video, or damaged)" if self.kind == "file"
                                                           else ""))
+        # The stream's size is known once it is open (FFmpeg read it from the stream's headers):
+        # too large a stream is refused here, before a frame of it is decoded. A source that
+        # does not tell (0 x 0) is held to the same limit on its first frame, in _read_all.
         width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
         if width * height > max_pixels:
             cap.release()
             raise SourceError(f"{shown}: frames of {width}x{height} exceed the limit of {max_pixels} pixels "
-                              f"(max_frame_pixels)")
+                              f"(max_frame_pixels); refused at open, before decoding a frame")
         self.cap = cap
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else 0.0
