@@ -148,3 +148,35 @@ def test_export_refuses_a_bad_checkpoint_or_weight_file_in_one_line(tmp_path, fl
 def test_the_shipped_demo_bundle_matches_its_hashes():
     from monitor.model.bundle import Bundle
     assert Bundle(DEMO_BUNDLE).manifest.source["sha256"]  # loads: every graph matched its recorded SHA-256
+
+
+# Every command but run (above): its bad input, and the words its one error line must hold.
+DEBUG_CASES = [
+    ("events", lambda t: ["events", "--db", t / "missing.db"], ["missing.db", "no event store"]),
+    ("mark", lambda t: ["mark", "door-1", "false", "--db", t / "missing.db"], ["missing.db", "no event store"]),
+    ("replay", lambda t: ["replay", "--since", "yesterday-ish", "--db", t / "e.db"], ["--since", "not a time"]),
+    ("score-features", lambda t: ["score-features", "--model", t / "none", "--features", t / "f.npy", "--out",
+                                  t / "s.npy"], ["none", "no such bundle directory"]),
+    ("subscribe", lambda t: ["subscribe", "tcp://127.0.0.1:0"], ["endpoint", "port 0"]),
+    ("broker", lambda t: ["broker", "--frontend", "tcp://127.0.0.1:99999"], ["--frontend", "out of range"]),
+    ("dashboard", lambda t: ["dashboard", "--refresh", "0"], ["--refresh", "must be > 0"]),
+    ("keys", lambda t: ["keys", "--out", "/dev/null"], ["--out /dev/null", "not a directory"]),
+    ("calibrate", lambda t: ["calibrate", "--source", "cam=x.avi", "--config", t / "none.toml"],
+     ["none.toml", "cannot read it"]),
+    ("bench", lambda t: ["bench", "--cameras", "0"], ["--cameras 0", "at least 1"]),
+]
+
+
+@pytest.mark.parametrize("argv, words", [pytest.param(argv, words, id=name) for name, argv, words in DEBUG_CASES])
+def test_every_command_errs_in_one_line_and_with_debug_shows_the_traceback(tmp_path, argv, words):
+    args = [str(a) for a in argv(tmp_path)]
+    for debug in ([], ["--debug"]):
+        proc = subprocess.run([sys.executable, str(ROOT / "run_monitor.py"), *args, *debug], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (debug, proc.returncode, proc.stderr)
+        assert lines and lines[-1].startswith("error: ") and all(w in lines[-1] for w in words), (debug, proc.stderr)
+        if debug:
+            assert "Traceback (most recent call last)" in proc.stderr and len(lines) > 1, proc.stderr
+        else:
+            assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr

@@ -88,6 +88,9 @@ def test_the_defaults_bind_loopback():
     (("dashboard", "--connect", "tcp://127.0.0.1:99999"), "error: --connect 'tcp://127.0.0.1:99999': port 99999"),
     (("broker", "--frontend", "tcp://0.0.0.0:0"), "error: --frontend 'tcp://0.0.0.0:0': port 0 is not a port to bind"),
     (("broker", "--backend", "tcp://no such host:5560"), "error: --backend 'tcp://no such host:5560': host 'no such host'"),
+    (("replay", "--since", "1h", "--publish", "tcp://127.0.0.1:99999"),
+     "error: --publish 'tcp://127.0.0.1:99999': port 99999 is out of range"),
+    (("replay", "--since", "1h", "--connect", "tcp://*:5559"), "error: --connect 'tcp://*:5559': host * (every interface)"),
 ])
 def test_every_command_refuses_a_bad_endpoint_in_one_line(args, line):
     r = run_cli(*args)
@@ -150,3 +153,16 @@ def test_a_broker_beyond_loopback_without_curve_warns_for_each_side(tmp_path):
     assert f"monitors -> {front} (every interface), subscribers -> {back}" in err, err
     warnings = [line for line in err.splitlines() if "WARNING" in line]
     assert len(warnings) == 1 and "frontend" in warnings[0] and "forged" in warnings[0], err
+
+
+def test_a_replay_beyond_loopback_without_curve_warns(tmp_path):
+    """replay binds as the monitor does: an address beyond this machine without CURVE is warned
+    about once (here nobody subscribes, so nothing is replayed: exit code 1)."""
+    from tests.test_event_store import stored_alerts
+
+    stored_alerts(tmp_path / "events.db", "box", 2)
+    r = run_cli("replay", "--db", str(tmp_path / "events.db"), "--since", "1h",
+                "--publish", f"tcp://0.0.0.0:{free_port()}", "--wait", "1")
+    assert r.returncode == 1 and "no subscriber" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if "WARNING" in line and "readable by anyone" in line]
+    assert len(warnings) == 1 and "every interface" in warnings[0] and "CURVE" in warnings[0], r.stderr

@@ -26,6 +26,21 @@ def alert(monitor: str, seq: int, camera: str = "door", event: str = "start", al
             "model": {"name": "m", "stage": 2}, "snapshot": None, "pad": "x" * pad}
 
 
+def stored_alerts(path, monitor: str, n: int) -> list[dict]:
+    """A store at `path` holding `n` alert events of `monitor` from the last minute (seq 0..n-1,
+    camera door, start and end in turn); -> the messages stored."""
+    now = time.time()
+    rows = [alert(monitor, i, "door", "start" if i % 2 == 0 else "end", f"door-{i // 2}", ts=now - 60 + i)
+            for i in range(n)]
+    store = EventStore(path)
+    try:
+        for row in rows:
+            store.record(row)
+    finally:
+        store.close()
+    return rows
+
+
 def test_alerts_published_through_the_store_read_back_whole_from_a_wal_file(tmp_path):
     path = tmp_path / "events.db"
     store = EventStore(path)

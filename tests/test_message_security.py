@@ -22,6 +22,7 @@ import zmq.auth
 from monitor import config as cfgmod
 from tests.factories import cached_bundle, dark_bright_dark
 from tests.live_helpers import ROOT, TIMEOUT, Process, endpoint, monitor, write_config
+from tests.test_event_store import stored_alerts
 
 COMMON = ("--no-dashboard", "--status-interval", "0.5", "--log-level", "info")
 SUBSCRIBE = str(ROOT / "run_monitor.py"), "subscribe"
@@ -332,3 +333,56 @@ def test_without_curve_a_forged_alert_is_relayed_as_real(tmp_path):
         broker.kill()
     assert "forged ALERT START door: score 1.000" in viewer.stdout()
     print(f"plain broker: {forger.sent} forged alerts sent, {viewer.stdout().count('forged ALERT START')} printed by subscribe")
+
+
+# ----------------------------------------------------------------------------- replay
+
+def test_replay_reaches_a_curve_subscriber_and_nobody_else(tmp_path):
+    """replay takes run's CURVE flags: an authorized subscriber catches up on the stored alerts,
+    one with an unknown key is refused by the replay's gatekeeper and receives nothing."""
+    keys = make_keys(tmp_path / "k")
+    make_keys(tmp_path / "other", "stranger")
+    rows = stored_alerts(tmp_path / "events.db", "box", 3)
+    ep = endpoint()
+    server_public = str(keys / "server.key")
+    replay = Process([str(ROOT / "run_monitor.py"), "replay", "--db", str(tmp_path / "events.db"), "--since", "1h",
+                      "--publish", ep, "--curve-key", str(keys / "server.key_secret"),
+                      "--curve-authorized", str(keys / "authorized"), "--wait", "90"], tmp_path, "replay")
+    stranger = Process([*SUBSCRIBE, ep, "--json", "--curve-key", str(tmp_path / "other" / "stranger.key_secret"),
+                        "--curve-server-key", server_public], tmp_path, "stranger")
+    allowed = None
+    try:
+        # The stranger is turned away first; only then does the authorized subscriber come.
+        wait(lambda: "refused a subscriber with an unknown CURVE key" in replay.stderr(),
+             "the replay refusing the stranger's key", replay, stranger)
+        allowed = Process([*SUBSCRIBE, ep, "--json", "--curve-key", str(keys / "client.key_secret"),
+                           "--curve-server-key", server_public], tmp_path, "allowed")
+        wait(lambda: len(alerts_from(allowed, "box")) >= 3, "three replayed alerts at the authorized subscriber",
+             allowed)
+        assert replay.wait() == 0, replay.stderr()
+        for sub in (allowed, stranger):
+            assert sub.terminate() == 0, (sub.proc.args, sub.stderr())
+    finally:
+        for proc in (replay, stranger, allowed):
+            if proc is not None:
+                proc.kill()
+    got = alerts_from(allowed, "box")
+    assert [m["seq"] for m in got] == [0, 1, 2] and all(m["replayed"] is True for m in got), got
+    assert [m["alert_id"] for m in got] == [r["alert_id"] for r in rows]
+    assert stranger.stdout() == "", stranger.stdout()
+    err = replay.stderr()
+    assert "CURVE on" in err and "replayed 3 alert event(s)" in err and "readable by anyone" not in err, err
+    assert secret_of(keys / "server.key_secret") not in err + allowed.stderr() + stranger.stderr()
+
+
+def test_replay_refuses_curve_flags_that_do_not_fit(tmp_path):
+    keys = make_keys(tmp_path / "k")
+    stored_alerts(tmp_path / "events.db", "box", 1)
+    base = ("replay", "--db", str(tmp_path / "events.db"), "--since", "1h", "--publish", endpoint())
+    for extra, words in (
+            (("--curve-key", str(keys / "server.key_secret")), ("--curve-key", "curve_authorized")),
+            (("--curve-key", str(tmp_path / "none.key_secret"), "--curve-authorized", str(keys / "authorized")),
+             ("--curve-key", "no such key file"))):
+        r = run_cli(*base, *extra)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "Traceback" not in r.stderr and all(w in r.stderr for w in words), r.stderr

@@ -2,13 +2,17 @@
 (monitor.video.liveness), and frames over max_frame_pixels never reach the snippets."""
 from __future__ import annotations
 
+import logging
 import time
 
 import cv2
+import pytest
 
 from monitor.video.liveness import Liveness
-from monitor.video.sources import RECONNECTING, CameraSource
+from monitor.video.sources import RECONNECTING, STREAMING, CameraSource
 from tests.factories import DARK, write_video
+from tests.live_helpers import free_port
+from tests.rtsp_helpers import needs_gst_rtsp, rtsp_server
 
 
 def _frames(path, n):
@@ -46,4 +50,51 @@ def test_frames_over_max_frame_pixels_are_refused_with_a_reason(tmp_path):
         source.stop()
         source.join(5)
     assert state == RECONNECTING and "640x480" in reason and "max_frame_pixels" in reason, reason
-    assert frames == []
+    # The file says its size when it opens: refused there, before a frame of it was decoded.
+    assert "before decoding" in reason and source.refused_frames == 0 and frames == []
+
+
+def _wait_state(source, want: str, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = source.state()
+        if state[0] == want:
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"no {what} within {timeout} s: {source.state()}")
+
+
+@pytest.mark.slow
+@needs_gst_rtsp
+def test_an_rtsp_stream_too_large_is_refused_before_decoding_retried_and_read_once_it_fits(tmp_path, caplog):
+    """A camera (the real GStreamer RTSP server) sending 640x480 to a reader bounded at 320x240:
+    refused at open, from the size the stream announces, retried with backoff; back at a size
+    within the bound, it is read."""
+    port = free_port()
+    server = rtsp_server(tmp_path, port, "big", size="640x480")
+    frames = []
+    source = CameraSource("gate", f"rtsp://127.0.0.1:{port}/test", max_frame_pixels=320 * 240, stall_timeout_s=3.0,
+                          backoff_initial_s=0.2, backoff_max_s=0.5, on_frame=frames.append)
+    refusals = lambda: [r for r in caplog.records if "before decoding" in r.getMessage()  # noqa: E731
+                        and "retrying" in r.getMessage()]
+    try:
+        with caplog.at_level(logging.WARNING, logger="monitor.video.sources"):
+            source.start()
+            deadline = time.monotonic() + 60
+            while len(refusals()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(refusals()) >= 2, [r.getMessage() for r in caplog.records]  # retried, refused again
+            state, reason, _ = source.state()
+            assert state == RECONNECTING and frames == [] and source.refused_frames == 0, (state, reason)
+            server.kill()
+            server = rtsp_server(tmp_path, port, "fits", size="160x120")
+            _wait_state(source, STREAMING, "streaming at 160x120")
+            deadline = time.monotonic() + 60
+            while len(frames) < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        source.stop()
+        source.join(5)
+        server.kill()
+    assert "640x480" in reason and "before decoding" in reason and "max_frame_pixels" in reason, reason
+    assert len(frames) >= 5 and {f.image.shape[:2] for f in frames} == {(120, 160)}
