@@ -34,7 +34,7 @@ def wants_debug(argv) -> bool:
     return DEBUG_FLAG in (sys.argv[1:] if argv is None else argv)
 
 
-def one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException, hint: bool = True) -> str:
     """The exception as one line: `FILE: reason` for an OSError, its message otherwise."""
     if isinstance(exc, OSError) and exc.filename is not None:
         text = f"{exc.filename}: {exc.strerror or exc}"
@@ -42,7 +42,9 @@ def one_line(exc: BaseException) -> str:
         text = str(exc) or exc.__class__.__name__
     text = " ".join(redact(text).split())
     if not isinstance(exc, BAD_INPUT):
-        text = f"internal error: {exc.__class__.__name__}: {text} (run again with {DEBUG_FLAG} for the traceback)"
+        text = f"internal error: {exc.__class__.__name__}: {text}"
+        if hint:
+            text += f" (run again with {DEBUG_FLAG} for the traceback)"
     return text
 
 
@@ -64,7 +66,8 @@ def guarded(main, argv=None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        if wants_debug(argv):
+        debug = wants_debug(argv)
+        if debug:
             traceback.print_exception(exc)
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc, hint=not debug)}", file=sys.stderr)
         return 2 if isinstance(exc, BAD_INPUT) else 1

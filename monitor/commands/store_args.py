@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from monitor.config import LogSection
-from monitor.errors import ArgumentError  # noqa: F401  (the commands' bad option values)
+from monitor.errors import ArgumentError  # the commands' bad option values (guarded makes them one line)
 
 DEFAULT_DB = LogSection.events
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
