@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import signal
+import subprocess
 import time
 
 import cv2
 import pytest
 
 from monitor.video.liveness import Liveness
-from monitor.video.sources import RECONNECTING, STREAMING, CameraSource
+from monitor.video.sources import RECONNECTING, STALLED, STREAMING, CameraSource
 from tests.factories import DARK, write_video
 from tests.live_helpers import free_port
 from tests.rtsp_helpers import needs_gst_rtsp, rtsp_server
@@ -98,3 +102,71 @@ def test_an_rtsp_stream_too_large_is_refused_before_decoding_retried_and_read_on
         server.kill()
     assert "640x480" in reason and "before decoding" in reason and "max_frame_pixels" in reason, reason
     assert len(frames) >= 5 and {f.image.shape[:2] for f in frames} == {(120, 160)}
+
+
+def _open_when_listening(url: str, timeout: float = 60.0) -> cv2.VideoCapture:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+        if cap.isOpened():
+            return cap
+        cap.release()
+        time.sleep(0.2)
+    raise AssertionError(f"{url}: never opened")
+
+
+def _mjpeg_server(port: int) -> subprocess.Popen:
+    """ffmpeg serving a moving test picture as MJPEG over HTTP (multipart JPEG, as many IP
+    cameras do) to one client: JPEG frames carry no time stamps, so the stream has no clock."""
+    return subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+                             "testsrc2=size=160x120:rate=10", "-f", "mpjpeg", "-listen", "1",
+                             f"http://127.0.0.1:{port}/cam.mjpg"], stdin=subprocess.DEVNULL)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.kill(server.pid, signal.SIGCONT)
+        server.kill()
+    server.wait(10)
+
+
+@pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
+def test_a_live_stream_without_a_clock_is_judged_by_its_pictures(tmp_path):
+    """MJPEG over HTTP from a real server: the stream's clock (CAP_PROP_POS_MSEC) stays 0, so
+    liveness rests on the pictures alone. While they change it streams, longer than several
+    stall timeouts, every frame new; paused (SIGSTOP), it is stalled."""
+    probe_port, port = free_port(), free_port()
+    probe = _mjpeg_server(probe_port)
+    try:
+        cap = _open_when_listening(f"http://127.0.0.1:{probe_port}/cam.mjpg")
+        clock = []
+        for _ in range(10):
+            ok, _image = cap.read()
+            assert ok
+            clock.append(cap.get(cv2.CAP_PROP_POS_MSEC))
+        cap.release()
+    finally:
+        _stop(probe)
+    assert clock == [0.0] * 10, clock  # no clock: the case under test
+
+    server = _mjpeg_server(port)
+    frames, states = [], set()
+    source = CameraSource("door", f"http://127.0.0.1:{port}/cam.mjpg", stall_timeout_s=2.0, backoff_initial_s=0.2,
+                          backoff_max_s=0.5, on_frame=frames.append)
+    try:
+        source.start()
+        _wait_state(source, STREAMING, "the MJPEG stream streaming")
+        # 60 frames at 10 fps: three stall timeouts of pictures without a clock.
+        deadline = time.monotonic() + 120
+        while len(frames) < 60 and time.monotonic() < deadline:
+            states.add(source.state()[0])
+            time.sleep(0.02)
+        assert len(frames) >= 60, (len(frames), source.state())
+        os.kill(server.pid, signal.SIGSTOP)
+        state, reason, _ = _wait_state(source, STALLED, "the paused stream stalled")
+    finally:
+        source.stop()
+        _stop(server)
+        source.join(5)
+    assert states == {STREAMING}, states         # never taken for stalled while the pictures changed
+    assert source.repeated_frames == 0 and "no new frame" in reason, (source.repeated_frames, reason)
