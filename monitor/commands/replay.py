@@ -30,7 +30,8 @@ DEFAULT_REPLAY_ENDPOINT = "tcp://127.0.0.1:5557"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_store_arguments(p)
+    add_store_arguments(p, "the monitor's configuration: its store's path, its [security] keys, and its broker when "
+                           "[publish] connects to one")
     p.add_argument("--since", metavar="TIME", required=True,
                    help="replay alerts from this time: ISO 8601 or an age such as 30m, 1h, 2d")
     p.add_argument("--until", metavar="TIME", help="and before this time")

@@ -18,9 +18,10 @@ _AGE = re.compile(r"^(?:(\d+(?:\.\d+)?)([smhdw]))+$")
 _AGE_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
-def add_store_arguments(p: argparse.ArgumentParser) -> None:
+def add_store_arguments(p: argparse.ArgumentParser, config_help: str = "take the store's path from this monitor "
+                                                                        "configuration") -> None:
     p.add_argument("--db", metavar="FILE", help=f"the event store (default: the config's [log] events, else {DEFAULT_DB})")
-    p.add_argument("--config", type=Path, help="take the store's path from this monitor configuration")
+    p.add_argument("--config", type=Path, help=config_help)
 
 
 def db_path(args: argparse.Namespace) -> Path:
