@@ -6,7 +6,9 @@ libzmq (4.3) reconnects a SUB socket by itself after its peer went away, but doe
 its subscriptions again on the new connection, so a subscriber behind a restarted broker
 would stay connected and receive nothing. The socket monitor tells us each disconnection;
 we then disconnect and connect that endpoint again, which builds a fresh pipe and sends the
-subscriptions on it.
+subscriptions on it. Disconnecting drops what the old pipe still holds unread (the last
+messages of a monitor that has just stopped, a replay's last alerts), so those are read first
+and handed out before anything newer.
 
 A CURVE handshake that fails is silent on the wire (the server sends nothing), so the
 failure is reported here once per endpoint from the socket monitor: a refused key, or a
@@ -15,6 +17,7 @@ peer that speaks another mechanism.
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -68,6 +71,7 @@ class Feed:
         self._reported: set[tuple[str, str]] = set()  # (endpoint, problem) told since its last success
         self._last_repair: dict[str, float] = {}
         self._due: dict[str, float] = {}
+        self._held: deque = deque()  # read off a pipe about to be disconnected, not yet handed out
         for endpoint in self.endpoints:
             if "://[" in endpoint:  # an IPv6 literal
                 self.socket.setsockopt(zmq.IPV6, 1)
@@ -75,9 +79,11 @@ class Feed:
 
     def poll(self, timeout_ms: int) -> bool:
         self._repair()
-        return bool(self.socket.poll(timeout_ms))
+        return bool(self._held) or bool(self.socket.poll(timeout_ms))
 
     def recv_multipart(self, flags: int = 0) -> list[bytes]:
+        if self._held:
+            return self._held.popleft()
         return self.socket.recv_multipart(flags)
 
     def _endpoint_of(self, event: dict) -> list[str]:
@@ -105,12 +111,21 @@ class Feed:
             if when <= now:
                 del self._due[endpoint]
                 self._last_repair[endpoint] = now
+                self._hold()
                 try:
                     self.socket.disconnect(endpoint)
                 except zmq.ZMQError:
                     pass  # already gone: connect below builds it again
                 self.socket.connect(endpoint)
                 self.reconnects += 1
+
+    def _hold(self) -> None:
+        """Read everything already received (at most the receive high-water mark a pipe)."""
+        while True:
+            try:
+                self._held.append(self.socket.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
 
     def close(self) -> None:
         try:
