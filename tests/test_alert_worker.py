@@ -163,3 +163,28 @@ def test_a_slow_localisation_leaves_the_other_cameras_scoring(tmp_path):
     meanwhile = [m["snippet"] for t, m in heard if t == "score.hall" and decided < m["seq"] < start["seq"]]
     assert meanwhile, "no hall snippet was scored while the door's alert was located"
     assert engine.localiser.calls == 3
+
+
+@pytest.mark.slow
+def test_a_stop_that_cannot_wait_for_locating_still_publishes_every_event(tmp_path):
+    # A start whose run takes many slow locates (the slow spot bundle), and its end, queued as
+    # the monitor stops: the drain cuts the graph run short (the worker's RunOptions) and
+    # publishes both, in order, rather than lose them or hold the stop.
+    import onnxruntime as ort
+    bundle = Bundle(slow_spot_bundle(), providers=["cpu"])
+    m = bundle.manifest
+    options = ort.RunOptions()
+    localiser = Localiser(bundle, Geometry.from_manifest(m).frame_size,
+                          run=lambda graph, *inputs: graph(*inputs, run_options=options))
+    rng = np.random.default_rng(0)
+    ctx = SnippetContext(rng.standard_normal((m.window, m.crops, m.feature_size), dtype=np.float32), m.window - 1,
+                         rng.standard_normal((m.crops, m.feature_size), dtype=np.float32),
+                         rng.standard_normal((sum(m.patches), m.feature_size), dtype=np.float32))
+    published = []
+    worker = AlertWorker(localiser, lambda camera, event: published.append(event), run_options=options)
+    worker.start("door", {"event": "start", "alert_id": "door-1"}, [ctx] * 200, None)
+    worker.extend("door", ctx)
+    worker.end("door", {"event": "end", "alert_id": "door-1", "reason": "shutdown"})
+    assert worker.close(0.2)                      # the thread ended: nothing left behind
+    assert [e["event"] for e in published] == ["start", "end"]
+    assert published[0]["located"] < 200 and published[1]["reason"] == "shutdown"
