@@ -163,6 +163,8 @@ def test_a_slow_localisation_leaves_the_other_cameras_scoring(tmp_path):
     meanwhile = [m["snippet"] for t, m in heard if t == "score.hall" and decided < m["seq"] < start["seq"]]
     assert meanwhile, "no hall snippet was scored while the door's alert was located"
     assert engine.localiser.calls == 3
+    status = engine.status()["engine"]                        # the status messages say so too
+    assert status["alert_jobs"] == 0 and status["extensions_not_located"] == 0
 
 
 @pytest.mark.slow
