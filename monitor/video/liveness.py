@@ -7,6 +7,12 @@ cheap CRC of a subsample of rows) or, for a still picture, when the stream's own
 moved (CAP_PROP_POS_MSEC, else the frame position). A frame handed back again fails both.
 A real sensor's noise makes two new frames byte-identical only in a picture that is
 perfectly still and has no clock; such a source reads as stalled, and is reopened.
+
+The pictures come first, so a stream without a clock of its own (MJPEG over HTTP: JPEG
+frames carry no time stamps) is alive while they change, whatever its clock says. Its
+"clock" is then a position FFmpeg counts from the frames read at a frame rate it assumes, so
+a camera whose encoder froze and resends one picture byte for byte still reads as alive
+(tests/test_source_limits.py shows the clock-less stream streaming and, paused, stalled).
 """
 from __future__ import annotations
 
