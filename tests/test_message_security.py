@@ -337,17 +337,25 @@ def test_without_curve_a_forged_alert_is_relayed_as_real(tmp_path):
 
 # ----------------------------------------------------------------------------- replay
 
-def test_replay_reaches_a_curve_subscriber_and_nobody_else(tmp_path):
-    """replay takes run's CURVE flags: an authorized subscriber catches up on the stored alerts,
-    one with an unknown key is refused by the replay's gatekeeper and receives nothing."""
+@pytest.mark.parametrize("where", ["flags", "config"])
+def test_replay_reaches_a_curve_subscriber_and_nobody_else(tmp_path, where):
+    """replay takes run's CURVE flags (or the monitor's [security] through --config): an
+    authorized subscriber catches up on the stored alerts, one with an unknown key is refused
+    by the replay's gatekeeper and receives nothing."""
     keys = make_keys(tmp_path / "k")
     make_keys(tmp_path / "other", "stranger")
     rows = stored_alerts(tmp_path / "events.db", "box", 3)
     ep = endpoint()
     server_public = str(keys / "server.key")
-    replay = Process([str(ROOT / "run_monitor.py"), "replay", "--db", str(tmp_path / "events.db"), "--since", "1h",
-                      "--publish", ep, "--curve-key", str(keys / "server.key_secret"),
-                      "--curve-authorized", str(keys / "authorized"), "--wait", "90"], tmp_path, "replay")
+    if where == "flags":
+        secured = ["--db", str(tmp_path / "events.db"), "--curve-key", str(keys / "server.key_secret"),
+                   "--curve-authorized", str(keys / "authorized")]
+    else:  # the monitor's own configuration: its store and its [security] section
+        secured = ["--config", str(_config(tmp_path, f'curve_key = "{keys / "server.key_secret"}"\n'
+                                                     f'curve_authorized = "{keys / "authorized"}"',
+                                           f'[log]\nevents = "{tmp_path / "events.db"}"'))]
+    replay = Process([str(ROOT / "run_monitor.py"), "replay", "--since", "1h", "--publish", ep, *secured,
+                      "--wait", "90"], tmp_path, "replay")
     stranger = Process([*SUBSCRIBE, ep, "--json", "--curve-key", str(tmp_path / "other" / "stranger.key_secret"),
                         "--curve-server-key", server_public], tmp_path, "stranger")
     allowed = None
