@@ -394,3 +394,33 @@ def test_replay_refuses_curve_flags_that_do_not_fit(tmp_path):
         r = run_cli(*base, *extra)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "Traceback" not in r.stderr and all(w in r.stderr for w in words), r.stderr
+
+
+def test_replay_through_a_curve_broker_with_a_publisher_key(tmp_path):
+    """replay --connect takes a publisher's key pair and the broker's public key, as run does:
+    the broker admits it at its frontend and its subscribers catch up."""
+    k = make_keys(tmp_path / "k", "broker", "site", "viewer")
+    publishers = authorized(tmp_path / "publishers", k / "site.key")
+    subscribers = authorized(tmp_path / "subscribers", k / "viewer.key")
+    stored_alerts(tmp_path / "events.db", "site", 3)
+    front, back = endpoint(), endpoint()
+    broker = Process([str(ROOT / "run_monitor.py"), "broker", "--frontend", front, "--backend", back,
+                      "--curve-key", str(k / "broker.key_secret"), "--curve-authorized-publishers", str(publishers),
+                      "--curve-authorized-subscribers", str(subscribers)], tmp_path, "broker")
+    viewer = Process([*SUBSCRIBE, back, "--json", "--curve-key", str(k / "viewer.key_secret"),
+                      "--curve-server-key", str(k / "broker.key")], tmp_path, "viewer")
+    replay = Process([str(ROOT / "run_monitor.py"), "replay", "--db", str(tmp_path / "events.db"), "--since", "1h",
+                      "--connect", front, "--curve-key", str(k / "site.key_secret"),
+                      "--curve-server-key", str(k / "broker.key"), "--wait", "90"], tmp_path, "replay")
+    try:
+        wait(lambda: len(alerts_from(viewer, "site")) >= 3, "three replayed alerts through the broker",
+             broker, viewer)
+        assert replay.wait() == 0, replay.stderr()
+        assert viewer.terminate() == 0, viewer.stderr()
+        assert broker.terminate() == 0, broker.stderr()
+    finally:
+        for proc in (replay, viewer, broker):
+            proc.kill()
+    got = alerts_from(viewer, "site")
+    assert [m["seq"] for m in got] == [0, 1, 2] and all(m["replayed"] for m in got), got
+    assert "CURVE on" in replay.stderr() and "refused" not in broker.stderr(), broker.stderr()
