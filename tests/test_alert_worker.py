@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -56,19 +57,46 @@ def spot():
     return Bundle(spot_bundle(), providers=["cpu"])
 
 
-def test_a_worker_that_is_behind_locates_each_start_skips_extensions_and_loses_no_event(tmp_path, spot):
-    geometry = Geometry.from_manifest(spot.manifest)
-    pre = Preprocessor(geometry)
-    localiser = Localiser(spot, geometry.frame_size)
-    # Snippets with the spot in a known cell: the door's run in (0, 1), then three extensions in
-    # (1, 0), (1, 1) and (1, 2); one hall snippet in (0, 0).
-    cells = [(0, 1), (0, 1), (1, 0), (1, 1), (1, 2), (0, 0)]
+def spot_contexts(tmp_path, spot, cells) -> tuple[list[np.ndarray], list[SnippetContext]]:
+    """(frames, a SnippetContext per snippet) of a video with the spot in `cells`, one a snippet."""
+    pre = Preprocessor(Geometry.from_manifest(spot.manifest))
     frames = read_frames(spot_video(tmp_path / "spots.avi", [(16, c) for c in cells]))
     contexts = []
     for k in range(len(cells)):
         crop_clips, patch_clips = pre.snippet(np.stack(frames[16 * k:16 * (k + 1)]))
         crops, patches = spot.backbone(crop_clips), spot.backbone(patch_clips)
         contexts.append(SnippetContext(spot.fuse(crops[None], patches[None]), 0, crops, patches))
+    return frames, contexts
+
+
+@pytest.mark.parametrize("share, located", [(1.0, 3), (1e-6, 2)], ids=["no rest", "resting"])
+def test_extensions_take_their_share_of_the_worker_and_rest_after_it(tmp_path, spot, share, located):
+    localiser = Localiser(spot, Geometry.from_manifest(spot.manifest).frame_size)
+    frames, contexts = spot_contexts(tmp_path, spot, [(0, 1), (1, 0), (1, 1)])
+    published = []
+    worker = AlertWorker(localiser, lambda camera, event: published.append(event), extension_share=share)
+    worker.start("door", {"event": "start", "alert_id": "door-1"}, contexts[:1], None)
+    for ctx in contexts[1:]:  # one at a time, each once the worker is idle: none takes another's place
+        worker.extend("door", ctx)
+        deadline = time.monotonic() + 120
+        while not worker.idle and time.monotonic() < deadline:
+            time.sleep(0.01)
+    worker.end("door", {"event": "end", "alert_id": "door-1"})
+    assert worker.close(120)
+    start, end = published
+    # The first extension is located; after it, at a share of 1e-6, the next waits a
+    # million times as long as it took, so it is skipped; at 1.0 it is located too.
+    assert start["located"] == 1 and end["located"] == located and worker.skipped == 3 - located
+    assert localiser.calls == located
+
+
+def test_a_worker_that_is_behind_locates_each_start_skips_extensions_and_loses_no_event(tmp_path, spot):
+    geometry = Geometry.from_manifest(spot.manifest)
+    localiser = Localiser(spot, geometry.frame_size)
+    # Snippets with the spot in a known cell: the door's run in (0, 1), then three extensions in
+    # (1, 0), (1, 1) and (1, 2); one hall snippet in (0, 0).
+    cells = [(0, 1), (0, 1), (1, 0), (1, 1), (1, 2), (0, 0)]
+    frames, contexts = spot_contexts(tmp_path, spot, cells)
     published = []
     worker = AlertWorker(localiser, lambda camera, event: published.append((camera, event)), tmp_path / "snaps")
     running, release = threading.Event(), threading.Event()

@@ -14,7 +14,12 @@ it is sent (the `publish` callback, the engine's). Jobs are never dropped, excep
 - an extension (a snippet that keeps the alert going) is located when the thread keeps up:
   at most one extension per camera waits, and a newer one takes its place (`skipped` counts
   those never located). The `end` then carries the mean heat of the snippets located, and
-  `located` says how many they were (docs/MESSAGES.md).
+  `located` says how many they were (docs/MESSAGES.md);
+- and extensions take at most EXTENSION_SHARE of this thread's time: after one located in D
+  seconds the camera's next waits D x (1 / share - 1), skipped meanwhile. At the published
+  size on a CPU a located snippet is seconds of both cores, which a long alert would
+  otherwise take from scoring all along; a small bundle locates in milliseconds and so
+  locates every extension.
 
 So the queue holds at most the alert events themselves plus one extension per camera, and
 handing over never blocks. `close(timeout)` drains it (SIGTERM, SIGINT, end of the files):
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -40,6 +46,8 @@ from monitor.alerts.localisation import AlertHeat, Localiser, SnippetContext, me
 from monitor.alerts.policy import write_snapshot
 
 log = logging.getLogger("monitor.alerts.worker")
+
+EXTENSION_SHARE = 0.25   # of the alert thread's time, at most, for locating extensions
 
 
 @dataclass
@@ -58,6 +66,7 @@ class _Open:
     heat: AlertHeat = field(default_factory=AlertHeat)
     snapshot: str | None = None
     located: int = 0
+    next_extension: float = 0.0   # monotonic time before which extensions are not located
 
 
 class AlertWorker:
@@ -66,12 +75,13 @@ class AlertWorker:
     folder for the start's JPEG with the heat drawn over it (None: none)."""
 
     def __init__(self, localiser: Localiser | None, publish, snapshots: str | Path | None = None,
-                 run_options: ort.RunOptions | None = None):
+                 run_options: ort.RunOptions | None = None, extension_share: float = EXTENSION_SHARE):
         self.localiser = localiser if localiser is not None and localiser.available else None
         self.publish = publish
         self.snapshots = Path(snapshots) if snapshots else None
         self.run_options = run_options
-        self.skipped = 0            # extensions never located (a newer one took their place)
+        self.extension_share = extension_share
+        self.skipped = 0            # extensions never located (a newer one took their place, or resting)
         self._jobs: deque[_Job] = deque()
         self._waiting: dict[str, _Job] = {}   # camera -> its extension still queued
         self._open: dict[str, _Open] = {}
@@ -189,10 +199,18 @@ class AlertWorker:
                     log.exception("%s: snapshot of %s not written", job.camera, job.event.get("alert_id"))
         alert = self._open.get(job.camera)
         if job.kind == "extend":
-            if alert is not None:
-                heat, located = self._locate(job.contexts)
-                alert.heat.add(heat)
-                alert.located += located
+            if alert is None:
+                return
+            began = time.monotonic()
+            if began < alert.next_extension:   # resting: extensions have had their share
+                with self._cond:
+                    self.skipped += 1
+                return
+            heat, located = self._locate(job.contexts)
+            alert.heat.add(heat)
+            alert.located += located
+            spent = time.monotonic() - began
+            alert.next_extension = time.monotonic() + spent * (1 / self.extension_share - 1)
             return
         event = job.event
         if alert is not None:
