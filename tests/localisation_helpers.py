@@ -77,3 +77,19 @@ def spot_video(path: str | Path, segments: list[tuple[int, tuple[int, int] | Non
             writer.write(image)
     writer.release()
     return path
+
+
+def overlaps(a, b) -> bool:
+    """Two [x0, y0, x1, y1] boxes share some area."""
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
+def read_frames(path) -> list[np.ndarray]:
+    """Every frame of a video file, as OpenCV decodes it."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return frames
+        frames.append(frame)

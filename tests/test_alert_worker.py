@@ -28,21 +28,7 @@ from monitor.model.bundle import Bundle
 from monitor.video.preprocess import Geometry, Preprocessor
 from tests.factories import build_bundle
 from tests.live_helpers import endpoint
-from tests.localisation_helpers import spot_box, spot_bundle, spot_head, spot_video
-
-
-def overlaps(a, b) -> bool:
-    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
-
-
-def read_frames(path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            return frames
-        frames.append(frame)
+from tests.localisation_helpers import overlaps, read_frames, spot_box, spot_bundle, spot_head, spot_video
 
 
 def heat_on(heat: np.ndarray, cells: np.ndarray, box) -> float:

@@ -23,23 +23,9 @@ from monitor.model.bundle import Bundle
 from monitor.video.preprocess import Geometry, Preprocessor
 from tests.factories import cached_bundle
 from tests.live_helpers import Subscriber, endpoint, monitor, write_config
-from tests.localisation_helpers import spot_box, spot_bundle, spot_video
+from tests.localisation_helpers import overlaps, read_frames, spot_box, spot_bundle, spot_video
 
 COMMON = ("--no-dashboard", "--status-interval", "0.5")
-
-
-def overlaps(a, b) -> bool:
-    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
-
-
-def read_frames(path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            return frames
-        frames.append(frame)
 
 
 @pytest.fixture(scope="module")
