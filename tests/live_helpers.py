@@ -114,3 +114,17 @@ class Subscriber:
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def score_to_the_end(engine, publisher, timeout: float, what: str = "the files") -> None:
+    """Run an in-process Engine over sources that end: started, waited for, stopped, its open
+    alerts closed and the publisher closed, whatever happened."""
+    try:
+        engine.start()
+        assert engine.wait(timeout), f"{what} were not scored in time"
+        assert engine.error is None
+    finally:
+        engine.stop()
+        engine.join()
+        engine.close_alerts()
+        publisher.close()

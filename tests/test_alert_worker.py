@@ -27,7 +27,7 @@ from monitor.config import AlertSettings, CameraConfig, Config
 from monitor.model.bundle import Bundle
 from monitor.video.preprocess import Geometry, Preprocessor
 from tests.factories import build_bundle
-from tests.live_helpers import endpoint
+from tests.live_helpers import endpoint, score_to_the_end
 from tests.localisation_helpers import overlaps, read_frames, spot_box, spot_bundle, spot_head, spot_video
 
 
@@ -151,15 +151,7 @@ def test_a_slow_localisation_leaves_the_other_cameras_scoring(tmp_path):
 
     publisher.add_listener(listen)
     engine = Engine(config, bundle, publisher)
-    try:
-        engine.start()
-        assert engine.wait(600), "the files were not scored in time"
-        assert engine.error is None
-    finally:
-        engine.stop()
-        engine.join()
-        engine.close_alerts()
-        publisher.close()
+    score_to_the_end(engine, publisher, 600)
     alerts = [m for t, m in heard if t == "alert.door"]
     assert [a["event"] for a in alerts] == ["start", "end"], alerts
     start, end = alerts

@@ -22,7 +22,7 @@ from monitor.messages.event_log import read_events
 from monitor.model.bundle import Bundle
 from monitor.video.preprocess import Geometry, Preprocessor
 from tests.factories import cached_bundle
-from tests.live_helpers import Subscriber, endpoint, monitor, write_config
+from tests.live_helpers import Subscriber, endpoint, monitor, score_to_the_end, write_config
 from tests.localisation_helpers import overlaps, read_frames, spot_box, spot_bundle, spot_video
 
 COMMON = ("--no-dashboard", "--status-interval", "0.5")
@@ -171,15 +171,7 @@ def _run_engine(config: Config, bundle_path, timeout: float = 120.0):
 
     publisher.add_listener(listen)
     engine = Engine(config, bundle, publisher)
-    try:
-        engine.start()
-        assert engine.wait(timeout), "the file was not scored in time"
-        assert engine.error is None
-    finally:
-        engine.stop()
-        engine.join()
-        engine.close_alerts()
-        publisher.close()
+    score_to_the_end(engine, publisher, timeout, "the file")
     return engine, alerts
 
 

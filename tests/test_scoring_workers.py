@@ -10,7 +10,7 @@ from monitor.messages.publisher import Publisher
 from monitor.model.bundle import Bundle
 from monitor.model.providers import physical_cores, scoring_layout
 from tests.factories import DARK, cached_bundle, write_video
-from tests.live_helpers import endpoint
+from tests.live_helpers import endpoint, score_to_the_end
 
 SNIPPETS = 12
 
@@ -23,17 +23,9 @@ def scores_by_camera(videos, workers: int) -> tuple[dict[str, list[tuple[int, fl
     heard: dict[str, list[tuple[int, float]]] = {}
     publisher.add_listener(lambda topic, m: heard.setdefault(m["camera"], []).append((m["snippet"], m["raw_score"]))
                            if m["type"] == "score" else None)
-    try:
-        engine = Engine(config, Bundle(cached_bundle(), threads=1, workers=workers), publisher)
-        engine.start()
-        assert engine.wait(120), "the files were not scored to their end"
-        assert engine.error is None
-        names = [t.name for t in engine._threads]
-    finally:
-        engine.stop()
-        engine.join(3.0)
-        publisher.close()
-    return heard, names
+    engine = Engine(config, Bundle(cached_bundle(), threads=1, workers=workers), publisher)
+    score_to_the_end(engine, publisher, 120)
+    return heard, [t.name for t in engine._threads]
 
 
 def test_several_workers_report_every_snippet_once_in_order_with_the_scores_of_one(tmp_path):
