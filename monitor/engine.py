@@ -818,6 +818,7 @@ class Engine:
             "engine": {"batches": self.batches, "shared_batches": self.shared_batches, "snippets": self.snippets_scored,
                        "mean_batch": round(float(np.mean(sizes)), 2) if sizes else None,
                        "max_batch": max(sizes) if sizes else None, "batch_limit": self.max_batch,
+                       "workers": self.workers, "threads": self.bundle.threads,
                        "alert_jobs": self.alert_worker.queued, "extensions_not_located": self.alert_worker.skipped},
         }
 

@@ -25,6 +25,8 @@ def scores_by_camera(videos, workers: int) -> tuple[dict[str, list[tuple[int, fl
                            if m["type"] == "score" else None)
     engine = Engine(config, Bundle(cached_bundle(), threads=1, workers=workers), publisher)
     score_to_the_end(engine, publisher, 120)
+    status = engine.status()["engine"]  # the status messages say how it ran
+    assert (status["workers"], status["threads"]) == (workers, 1)
     return heard, [t.name for t in engine._threads]
 
 

@@ -334,9 +334,10 @@ def run(args: argparse.Namespace) -> int:
     if dashboard is None:
         publisher.add_listener(_status_line)
 
-    log.info("monitor %s: model %s (stage %d, %s), window %d, look-ahead %d; publishing on %s (%s); "
-             "events -> %s (seq from %d)", config.monitor_id, engine.model_info["name"], bundle.manifest.stage,
-             bundle.providers[0], engine.window, engine.lookahead, publisher.endpoint,
+    log.info("monitor %s: model %s (stage %d, %s, %d worker(s) x %d thread(s)), window %d, look-ahead %d; "
+             "publishing on %s (%s); events -> %s (seq from %d)", config.monitor_id, engine.model_info["name"],
+             bundle.manifest.stage, bundle.providers[0], bundle.workers, bundle.threads, engine.window,
+             engine.lookahead, publisher.endpoint,
              "connect" if config.publish.connect else "bind", config.log.events, sequence.first)
     engine.start()
     deadline = None if args.duration is None else time.monotonic() + args.duration
