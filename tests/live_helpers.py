@@ -63,6 +63,12 @@ class Process:
 
 
 def monitor(workdir: Path, *args: str, name: str = "monitor") -> Process:
+    """run_monitor.py with `args`. A run that names no endpoint of its own (no --publish,
+    --connect or --config) publishes on a free port, not the default one, which another
+    monitor on the machine may hold."""
+    is_run = not args or args[0].startswith("-")
+    if is_run and not {"--publish", "--connect", "--config", "--help", "-h"} & set(args):
+        args = (*args, "--publish", endpoint())
     return Process([str(ROOT / "run_monitor.py"), *args], workdir, name)
 
 
