@@ -180,15 +180,17 @@ def synthetic_model_warning(manifest, name: str, cameras) -> str | None:
 # backbone (I3D: 59 clips of 16 x 224 x 224, 142 MB a snippet) is fed a snippet at a time
 # while a small one (the demo: 1.8 MB) batches up to 17 cameras' snippets into one call. The
 # graphs' working memory grows with the batch (the demo's: about 50 MB a snippet), and the
-# engine takes it at start (warm_up), so this also bounds the monitor's memory.
+# engine takes it at start (warm_up), so this also bounds the monitor's memory: scoring
+# workers running side by side share the bound.
 MAX_BATCH_BYTES = 32 << 20
 
 
-def batch_limit(geometry: Geometry, max_batch: int) -> int:
-    """Snippets per backbone call: `max_batch`, within MAX_BATCH_BYTES of uint8 input."""
+def batch_limit(geometry: Geometry, max_batch: int, workers: int = 1) -> int:
+    """Snippets per backbone call: `max_batch`, within MAX_BATCH_BYTES of uint8 input for
+    all `workers` calls at once."""
     g = geometry
     snippet_bytes = 3 * g.snippet_length * (g.crops * g.crop_size ** 2 + sum(g.patches) * g.patch_size ** 2)
-    return max(1, min(max_batch, MAX_BATCH_BYTES // snippet_bytes))
+    return max(1, min(max_batch, MAX_BATCH_BYTES // workers // snippet_bytes))
 
 
 def prepare_clips(preprocessor: Preprocessor, bundle: Bundle, frames: np.ndarray) -> tuple:
@@ -333,7 +335,7 @@ class Engine:
         self.batch_sizes: deque = deque(maxlen=256)
         self.clip_writer = ClipWriter.for_config(config.alerts)  # None without [alerts] clips
         self.cameras: list[CameraState] = [self._camera(c) for c in config.cameras]
-        self.max_batch = batch_limit(self.geometry, config.engine.max_batch)
+        self.max_batch = batch_limit(self.geometry, config.engine.max_batch, bundle.workers)
 
     def _camera(self, c: CameraConfig) -> CameraState:
         origin, settings, cal, learner = self._starting_levels(c)
