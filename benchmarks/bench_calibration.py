@@ -44,7 +44,7 @@ from monitor.alerts.policy import AlertPolicy, SnippetInfo  # noqa: E402
 from monitor.config import DEMO_BUNDLE, AlertSettings  # noqa: E402
 from monitor.messages.event_log import read_events  # noqa: E402
 from monitor.video.synthetic import SyntheticCamera, SyntheticConfig  # noqa: E402
-from tests.live_helpers import endpoint as free_endpoint  # noqa: E402
+from tests.live_helpers import endpoint as free_endpoint, video_from  # noqa: E402
 from training.demo import BENCH_SEEDS, CAMERA, SNIPPET  # noqa: E402
 
 SEED0 = BENCH_SEEDS + 100_000
@@ -208,6 +208,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def real(args) -> None:
     print(f"\n2. real normal footage (opencv-doc), calibrated with `run_monitor.py calibrate` on the first half "
           f"({args.targets[0]:g} false alert/day), then `run_monitor.py` on the second half:")
+    manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
     for name in args.real:
         video = SAMPLES / name
         if not video.is_file():
@@ -218,17 +219,9 @@ def real(args) -> None:
             capture = cv2.VideoCapture(str(video))
             fps, total = capture.get(cv2.CAP_PROP_FPS), int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
             size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+            capture.release()
             half = total // 2
-            writer = cv2.VideoWriter(str(tmp / "second.avi"), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-            i = 0
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                if i >= half:
-                    writer.write(frame)
-                i += 1
-            writer.release()
+            video_from(video, tmp / "second.avi", half)
             camera = Path(name).stem
             cal = _run(["calibrate", "--model", str(args.bundle), "--source", f"{camera}={video}",
                         "--duration", f"{half / fps:.3f}", "--target-per-day", f"{args.targets[0]:g}",
@@ -248,8 +241,7 @@ def real(args) -> None:
                   f"({stored['snippets']} snippets): on {stored['threshold']:.4f}, off {stored['off_threshold']:.4f}, "
                   f"{stored['min_snippets']} snippet(s){'' if stored['reached'] else ' (target not reached)'}; "
                   f"second half ({(total - half) / fps:.1f} s): {counts['calibrated']} alert(s) calibrated, "
-                  f"{counts['bundle']} with the bundle's levels ({json.loads((Path(args.bundle) / 'manifest.json').read_text())['threshold']} "
-                  f"x{json.loads((Path(args.bundle) / 'manifest.json').read_text()).get('min_snippets', 1)})")
+                  f"{counts['bundle']} with the bundle's levels ({manifest['threshold']} x{manifest.get('min_snippets', 1)})")
 
 
 def main() -> None:

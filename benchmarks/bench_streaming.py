@@ -14,7 +14,6 @@ import argparse
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import cv2
@@ -23,12 +22,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from monitor.config import CameraConfig, Config  # noqa: E402
-from monitor.engine import Engine, prepare_clips, stream_scores  # noqa: E402
-from monitor.messages.publisher import Publisher  # noqa: E402
+from monitor.engine import prepare_clips, stream_scores  # noqa: E402
 from monitor.model.bundle import Bundle  # noqa: E402
 from monitor.model.offline import score_video  # noqa: E402
 from monitor.video.preprocess import Geometry, Preprocessor  # noqa: E402
+from tests.live_helpers import file_scores  # noqa: E402
 
 
 def small_bundle(out: Path, window: int) -> Path:
@@ -73,26 +71,6 @@ def video_features(bundle: Bundle, video: Path) -> tuple[np.ndarray, np.ndarray 
     return np.stack(crops), (np.stack(patches) if patches else None)
 
 
-def live_scores(bundle: Bundle, video: Path, window: int) -> np.ndarray:
-    """The video through the real engine (not paced): raw scores by snippet."""
-    config = Config()
-    config.model.window = window
-    config.log.snapshots = None
-    config.cameras = [CameraConfig(url=str(video), name="cam0")]
-    publisher = Publisher(f"inproc://streaming-{uuid.uuid4().hex}", "bench")
-    scores = {}
-    publisher.add_listener(lambda t, m: scores.__setitem__(m["snippet"], m["raw_score"]) if t.startswith("score.") else None)
-    engine = Engine(config, bundle, publisher, None)
-    engine.start()
-    engine.wait()
-    engine.stop()
-    engine.join(2.0)
-    publisher.close()
-    if engine.error:
-        raise engine.error
-    return np.array([scores[k] for k in sorted(scores)], np.float32)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, help="bundle with a backbone (default: a small seeded one)")
@@ -113,7 +91,7 @@ def main() -> int:
     print(f"{len(offline)} snippets, window {w}: |streaming - offline| mean {diff.mean():.4f}, max {diff.max():.4f}; "
           f"first {min(w, len(offline))} snippets (window not yet full) mean {diff[:w].mean():.4f}, "
           f"after {diff[w:].mean() if len(diff) > w else 0:.4f}")
-    live = live_scores(bundle, video, w)
+    live = file_scores(bundle, video, w)
     k = min(len(live), len(streaming))
     print(f"live engine vs score-features --streaming (same window code): max |diff| "
           f"{np.abs(live[:k] - streaming[:k]).max():.2e} over {k} snippets ({time.perf_counter() - started:.0f} s)")

@@ -185,12 +185,10 @@ def synthetic_model_warning(manifest, name: str, cameras) -> str | None:
 MAX_BATCH_BYTES = 32 << 20
 
 
-def batch_limit(geometry: Geometry, max_batch: int, workers: int = 1) -> int:
+def batch_limit(manifest, max_batch: int, workers: int = 1) -> int:
     """Snippets per backbone call: `max_batch`, within MAX_BATCH_BYTES of uint8 input for
     all `workers` calls at once."""
-    g = geometry
-    snippet_bytes = 3 * g.snippet_length * (g.crops * g.crop_size ** 2 + sum(g.patches) * g.patch_size ** 2)
-    return max(1, min(max_batch, MAX_BATCH_BYTES // workers // snippet_bytes))
+    return max(1, min(max_batch, MAX_BATCH_BYTES // workers // manifest.snippet_bytes()))
 
 
 def prepare_clips(preprocessor: Preprocessor, bundle: Bundle, frames: np.ndarray) -> tuple:
@@ -335,7 +333,7 @@ class Engine:
         self.batch_sizes: deque = deque(maxlen=256)
         self.clip_writer = ClipWriter.for_config(config.alerts)  # None without [alerts] clips
         self.cameras: list[CameraState] = [self._camera(c) for c in config.cameras]
-        self.max_batch = batch_limit(self.geometry, config.engine.max_batch, bundle.workers)
+        self.max_batch = batch_limit(m, config.engine.max_batch, bundle.workers)
 
     def _camera(self, c: CameraConfig) -> CameraState:
         origin, settings, cal, learner = self._starting_levels(c)

@@ -134,3 +134,44 @@ def score_to_the_end(engine, publisher, timeout: float, what: str = "the files")
         engine.join()
         engine.close_alerts()
         publisher.close()
+
+
+def file_scores(bundle, video, window: int | None = None, timeout: float = 300):
+    """A video file, not paced, through the real engine -> its raw scores by snippet."""
+    import uuid
+
+    import numpy as np
+
+    from monitor.config import CameraConfig, Config
+    from monitor.engine import Engine
+    from monitor.messages.publisher import Publisher
+
+    config = Config()
+    config.model.window = window
+    config.log.snapshots = None
+    config.cameras = [CameraConfig(url=str(video), name="cam")]
+    publisher = Publisher(f"inproc://file-scores-{uuid.uuid4().hex}", "file-scores")
+    scores = {}
+    publisher.add_listener(lambda t, m: scores.__setitem__(m["snippet"], m["raw_score"]) if t.startswith("score.") else None)
+    score_to_the_end(Engine(config, bundle, publisher, None), publisher, timeout, "the video")
+    return np.array([scores[i] for i in sorted(scores)], np.float32)
+
+
+def video_from(video, out, first_frame: int):
+    """The frames of `video` from `first_frame` on, written to `out` as MJPG at its frame rate."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), capture.get(cv2.CAP_PROP_FPS), size)
+    i = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if i >= first_frame:
+            writer.write(frame)
+        i += 1
+    writer.release()
+    capture.release()
+    return out

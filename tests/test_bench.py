@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import onnx
@@ -16,16 +15,14 @@ import pytest
 from export.__main__ import main as export_main
 from export.pixel_input import upgrade_bundle
 from monitor.capacity.flops import graph_flops
-from monitor.config import DEMO_BUNDLE, CameraConfig, Config
-from monitor.engine import Engine
-from monitor.messages.publisher import Publisher
+from monitor.config import DEMO_BUNDLE
 from monitor.model.bundle import Bundle
 from monitor.model.cpu_graph import conv3d_as_conv2d
 from monitor.model.manifest import Manifest
 from monitor.video.preprocess import Geometry, Preprocessor, pixels_to_clips
 from tests.factories import build_bundle, dark_bright_dark
 from tests.i3d_helpers import SMALL, make_bundle, read_frames, sample_video
-from tests.live_helpers import ROOT
+from tests.live_helpers import ROOT, file_scores
 
 NUMBER = (int, float)
 # key -> (type, lowest, highest); None: no bound that side.
@@ -200,26 +197,6 @@ def test_flops_are_counted_from_the_graph():
 
 # ----------------------------------------------------------------------------- live
 
-def live_scores(bundle: Bundle, video) -> np.ndarray:
-    """A video file, not paced, through the real engine -> raw scores by snippet."""
-    config = Config()
-    config.log.snapshots = None
-    config.cameras = [CameraConfig(url=str(video), name="cam")]
-    publisher = Publisher(f"inproc://test-bench-{time.monotonic_ns()}", "test")
-    scores = {}
-    publisher.add_listener(lambda t, m: scores.__setitem__(m["snippet"], m["raw_score"]) if t.startswith("score.") else None)
-    engine = Engine(config, bundle, publisher, None)
-    engine.start()
-    try:
-        assert engine.wait(300), "the video was not scored in time"
-    finally:
-        engine.stop()
-        engine.join(3.0)
-        publisher.close()
-    assert engine.error is None
-    return np.array([scores[i] for i in sorted(scores)], np.float32)
-
-
 def test_an_old_float_bundle_runs_live_and_scores_as_its_pixel_upgrade(tmp_path):
     float_dir = build_bundle(tmp_path / "float", stage=4, window=4)
     pixel_dir = tmp_path / "pixels"
@@ -227,7 +204,7 @@ def test_an_old_float_bundle_runs_live_and_scores_as_its_pixel_upgrade(tmp_path)
     video = dark_bright_dark(tmp_path / "v.avi", dark=48, bright=48, after=48)
     old, new = Bundle(float_dir), Bundle(pixel_dir)
     assert not old.takes_pixels and new.takes_pixels
-    a, b = live_scores(old, video), live_scores(new, video)
+    a, b = file_scores(old, video), file_scores(new, video)
     assert len(a) == len(b) == 9
     assert a[4] > 0.9 > 0.1 > a[0]  # it still tells bright from dark
     np.testing.assert_allclose(a, b, atol=1e-4)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import cv2
 import pytest
 
 from monitor.config import DEMO_BUNDLE
@@ -16,27 +15,14 @@ from monitor.messages.event_log import read_events
 from monitor.model.fingerprint import bundle_sha
 from tests.factories import BRIGHT, DARK, cached_bundle, write_video
 from tests.i3d_helpers import sample_video
-from tests.live_helpers import Subscriber, endpoint, monitor, write_config
+from tests.live_helpers import Subscriber, endpoint, monitor, video_from, write_config
 
 COMMON = ("--no-dashboard", "--status-interval", "0.5")
 HALF_FRAME = 398   # vtest.avi: 795 frames at 10 fps; the second half starts here
 
 
 def _second_half(video, out):
-    capture = cv2.VideoCapture(str(video))
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), capture.get(cv2.CAP_PROP_FPS),
-                             (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))))
-    i = 0
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        if i >= HALF_FRAME:
-            writer.write(frame)
-        i += 1
-    writer.release()
-    capture.release()
-    return out
+    return video_from(video, out, HALF_FRAME)
 
 
 def _statuses(sub):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import cv2
 import numpy as np
@@ -18,7 +17,6 @@ from monitor.alerts.localisation import (AlertHeat, Heat, Localiser, SnippetCont
 from monitor.alerts.policy import AlertPolicy, SnippetInfo
 from monitor.config import AlertSettings, CameraConfig, Config
 from monitor.messages.event_store import read_store
-from monitor.messages.event_log import read_events
 from monitor.model.bundle import Bundle
 from monitor.video.preprocess import Geometry, Preprocessor
 from tests.factories import cached_bundle

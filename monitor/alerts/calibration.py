@@ -251,7 +251,6 @@ def _level(stats: list, q: float, per_day: float, k: int, run: int, floor: float
     """The on level for exceedance probability q of one start statistic, capped at MAX_ON."""
     stat = np.concatenate(stats)
     z = _logit(stat)
-    top = float(_logit(MAX_ON))
     out = {"k": k, "values": int(len(stat)), "max": round(float(stat.max()), 6)}
 
     def starts(level: float) -> int:   # excursions of the footage's statistic to `level`

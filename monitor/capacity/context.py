@@ -97,7 +97,7 @@ class Bench:
 
     def batch(self) -> int:
         """Snippets per backbone call for this many cameras: one each, within the engine's bound."""
-        return batch_limit(self.geometry, min(self.cameras, Config().engine.max_batch), self.bundle.workers)
+        return batch_limit(self.bundle.manifest, min(self.cameras, Config().engine.max_batch), self.bundle.workers)
 
 
 def side_by_side(fn, runs: int):

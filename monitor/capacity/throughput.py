@@ -141,7 +141,7 @@ def measure(bench: Bench) -> dict:
     # load drifts, and the ratio should compare like with like.
     budget = max(1.0, bench.seconds / 4)
     # Unpaced files fill their queues while a batch runs: the engine's batches are that size.
-    typical = batch_limit(bench.geometry, min(Config().engine.max_batch, bench.cameras * Config().engine.max_pending),
+    typical = batch_limit(bench.bundle.manifest, min(Config().engine.max_batch, bench.cameras * Config().engine.max_pending),
                           bench.bundle.workers)
     before = inference_bound(bench, [typical] * 64, bench.cameras, budget)
     run = run_engine(bench, bench.cameras, paced=False, seconds=bench.seconds, min_batches=4)
