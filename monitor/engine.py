@@ -468,6 +468,7 @@ class Engine:
         # prepared side by side while the scoring workers run the graphs.
         started = time.perf_counter()
         snippet.prepared = prepare_clips(self.preprocessor, self.bundle, snippet.frames)
+        snippet.drop_frames(keep_keyframe=self.config.log.snapshots is not None)
         spent = time.perf_counter() - started
         with self._cond:
             self.seconds["preprocess"] = self.seconds.get("preprocess", 0.0) + spent
@@ -652,7 +653,9 @@ class Engine:
                 continue
             info = SnippetInfo(snippet.index, snippet.first_frame, snippet.last_frame, snippet.first_ts, snippet.last_ts,
                                snippet.first_position, snippet.last_position)
-            keyframe = snippet.keyframe.copy() if self.config.log.snapshots else None
+            keyframe = None
+            if self.config.log.snapshots:  # its own copy, not a view that would hold all 16 frames
+                keyframe = snippet.keyframe if snippet.frames is None else snippet.keyframe.copy()
             steps.append(cam.window.push(f, Reported(info, keyframe, snippet.received, features)))
             kept.append((cam, snippet))
         scores = score_windows(lambda w: self._run(self.bundle.scores, w), [step.window for step in steps])

@@ -14,13 +14,14 @@ import pytest
 
 from export.__main__ import main as export_main
 from export.pixel_input import upgrade_bundle
+from monitor.capacity.context import VIDEOS, Bench
 from monitor.capacity.flops import graph_flops
 from monitor.config import DEMO_BUNDLE
 from monitor.model.bundle import Bundle
 from monitor.model.cpu_graph import conv3d_as_conv2d
 from monitor.model.manifest import Manifest
 from monitor.video.preprocess import Geometry, Preprocessor, pixels_to_clips
-from tests.factories import build_bundle, dark_bright_dark
+from tests.factories import DARK, build_bundle, dark_bright_dark, write_video
 from tests.i3d_helpers import SMALL, make_bundle, read_frames, sample_video
 from tests.live_helpers import ROOT, file_scores
 
@@ -39,7 +40,8 @@ KEYS = {
     "cameras_at_25fps": (int, 0, None), "engine_cpu_ms_per_snippet": (NUMBER, 0.0, None),
     "inference_cpu_ms_per_snippet": (NUMBER, 0.0, None), "engine_efficiency_cpu": (NUMBER, 0.0, 3.0),
     "cameras_per_core_by_cpu": (NUMBER, 0.0, None), "stage": (int, 1, 4), "crops": (int, 1, 10),
-    "patches": (int, 0, None), "threads": (int, 1, None),
+    "patches": (int, 0, None), "threads": (int, 1, None), "decode_ms_per_frame": (NUMBER, 0.0, None),
+    "video_fps": (NUMBER, 1.0, None),
 }
 
 
@@ -68,12 +70,44 @@ def test_bench_json_has_every_key_with_a_sane_value(tmp_path):
     assert result["backbone_input"] == "uint8 NTHWC BGR"
     # The graph's own FLOP count: 0.344 GFLOP for the crop, 1.055 for the patches.
     assert abs(result["backbone_gflop_per_snippet"] - 1.399) < 0.01
-    assert sorted((tmp_path).glob("camera*.mp4")), "the 320 x 240 test videos were written there"
+    # OpenCV names the mp4v codec FMP4.
+    assert (result["video"], result["video_size"], result["video_codec"]) == ("synthetic", [320, 240], "FMP4")
+    assert sorted((tmp_path).glob("camera*-320x240.mp4")), "the 320 x 240 test videos were written there"
+
+
+@pytest.mark.slow
+def test_bench_plays_a_recording_it_is_given_and_says_what_it_is(tmp_path):
+    # A site's own recording (here 200 x 150 MJPEG at 10 fps): the cameras play it, paced at 25 fps.
+    video = write_video(tmp_path / "site.avi", [(16 * 6, DARK), (16 * 3, 200), (16 * 6, DARK)], size=(200, 150), fps=10)
+    work = tmp_path / "work"
+    done = bench("--json", "--seconds", "1", "--cameras", "1", "--video", str(video), "--work", str(work))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert (result["video"], result["video_size"], result["video_codec"], result["video_fps"]) == \
+        (str(video), [200, 150], "MJPG", 10.0)
+    assert result["decode_ms_per_frame"] > 0 and result["engine_snippets_per_s"] > 0
+    assert isinstance(result["cameras_at_25fps"], int) and result["cameras_tried"]
+    assert not list(work.glob("camera*.mp4")), "synthetic videos were made instead"
+
+
+def test_synthetic_bench_videos_take_the_size_asked_for(tmp_path):
+    bench_ = Bench(DEMO_BUNDLE, tmp_path, video_size=(64, 48))
+    held = bench_.recordings_held()
+    assert len(held) == VIDEOS and {(r.size, r.codec, r.fps) for r in held} == {((64, 48), "FMP4", 25.0)}
+    assert all(r.frames >= 16 * 30 for r in held)
+    assert bench_.snippets(2)[1].shape == (16, 48, 64, 3)
 
 
 def test_bench_refuses_bad_flags_in_one_line(tmp_path):
+    (tmp_path / "notes.mp4").write_text("not a video")
+    short = write_video(tmp_path / "short.avi", [(20, DARK)])
     for args, text in ((["--cameras", "0"], "--cameras 0"), (["--seconds", "-1"], "--seconds -1"),
-                       (["--model", str(tmp_path / "none")], "no such bundle directory")):
+                       (["--model", str(tmp_path / "none")], "no such bundle directory"),
+                       (["--video", str(tmp_path / "none.mp4")], f"--video {tmp_path / 'none.mp4'}: no such file"),
+                       (["--video", str(tmp_path / "notes.mp4")], "notes.mp4: OpenCV cannot decode a frame of it"),
+                       (["--video", str(short)], "short.avi: 20 frames, fewer than two 16-frame snippets"),
+                       (["--video-size", "1920"], "--video-size 1920: give WIDTHxHEIGHT"),
+                       (["--video-size", "64x48", "--video", str(short)], "--video-size: only for the synthetic")):
         done = bench(*args, timeout=120)
         assert done.returncode == 2 and text in done.stderr, done.stderr
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -120,6 +120,37 @@ def test_snippets_follow_the_stride_and_restart_on_a_gap_or_a_new_resolution():
     assert [(s.first_frame, s.last_frame) for s in out if s is not None] == [(30, 36)]
 
 
+def test_a_snippet_waiting_to_be_scored_holds_its_input_and_keyframe_not_its_frames(tmp_path):
+    # 640 x 480 frames, 16 to a snippet: 14.7 MB a snippet held, against the 0.9 MB keyframe.
+    video = write_video(tmp_path / "big.avi", [(16 * 12, DARK), (16 * 4, 200)], size=(640, 480))
+    config = cfgmod.Config()
+    config.log.snapshots = str(tmp_path / "snapshots")
+    config.engine.max_pending = 2
+    config.cameras = [cfgmod.CameraConfig(url=str(video), name="big")]  # a file, unpaced: it waits for room
+    publisher = Publisher(endpoint(), "frames")
+    engine = Engine(config, Bundle(cached_bundle(), threads=1, workers=1), publisher)
+    engine.start()
+    try:
+        # Reporting held up (as a slow alert path would): the scorer stops taking batches, and
+        # the reader fills the queue.
+        with engine._reporting:
+            started = time.monotonic()
+            while time.monotonic() - started < 30:
+                with engine._cond:
+                    waiting = list(engine.cameras[0].pending)
+                if len(waiting) == config.engine.max_pending:
+                    break
+                time.sleep(0.02)
+        held = [(s.frames is None, s.keyframe.shape, s.keyframe.flags.owndata) for s in waiting]
+        assert engine.wait(60), "the file was not scored to the end"
+    finally:
+        engine.stop()
+        engine.join(3.0)
+        publisher.close()
+    assert len(held) == config.engine.max_pending, "the queue was never full"
+    assert set(held) == {(True, (480, 640, 3), True)}, set(held)
+
+
 # ----------------------------------------------------------------------------- sliding window
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""What the measurements of one bench run share: the bundle, its settings, the test videos
-and snippets (the same inputs for every measurement), and the results so far."""
+"""What the measurements of one bench run share: the bundle, its settings, the videos the
+cameras play (the synthetic test recordings, or a site's own with --video) and their snippets
+(the same inputs for every measurement), and the results so far."""
 from __future__ import annotations
 
 import os
@@ -23,6 +24,51 @@ VIDEOS = 4           # distinct recordings; cameras beyond that reuse them (each
 VIDEO_SECONDS = 24.0
 
 
+class VideoError(ValueError):
+    """A --video or --video-size the bench cannot use; the message names the flag."""
+
+
+def video_size_flag(text: str) -> tuple[int, int]:
+    """'1920x1080' -> (1920, 1080), for --video-size."""
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or not (16 <= int(w) <= 8192 and 16 <= int(h) <= 8192):
+        raise VideoError(f"--video-size {text}: give WIDTHxHEIGHT in pixels, 16 to 8192 each, e.g. 1920x1080")
+    return int(w), int(h)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A video the cameras play, as OpenCV reads it."""
+    path: Path
+    size: tuple[int, int]
+    fps: float
+    frames: int
+    codec: str
+
+
+def probe(path: Path, flag: str = "--video", snippet_length: int = 16) -> Recording:
+    """What a recording holds, read through OpenCV as a camera reads it; a VideoError naming
+    `flag` and the file when it cannot serve as a camera (missing, undecodable, too short)."""
+    if not path.is_file():
+        raise VideoError(f"{flag} {path}: no such file")
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        ok, image = capture.read() if capture.isOpened() else (False, None)
+        if not ok or image is None:
+            raise VideoError(f"{flag} {path}: OpenCV cannot decode a frame of it")
+        fourcc = int(capture.get(cv2.CAP_PROP_FOURCC) or 0)
+        codec = "".join(chr((fourcc >> 8 * i) & 0xFF) for i in range(4)).strip("\0 ") or "?"
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        frames = 1
+        while capture.grab():  # counted by decoding: container frame counts can be wrong
+            frames += 1
+    finally:
+        capture.release()
+    if frames < 2 * snippet_length:
+        raise VideoError(f"{flag} {path}: {frames} frames, fewer than two {snippet_length}-frame snippets")
+    return Recording(path, (image.shape[1], image.shape[0]), fps if 0 < fps < 1000 else FPS, frames, codec)
+
+
 @dataclass
 class Bench:
     bundle_path: Path
@@ -33,8 +79,10 @@ class Bench:
     threads: int | None = None
     log: Callable[[str], None] = lambda line: None
     results: dict = field(default_factory=dict)
+    recordings: list[Path] = field(default_factory=list)  # --video: a site's own; none: synthetic ones
+    video_size: tuple[int, int] = VIDEO_SIZE                # of the synthetic recordings
     _bundle: Bundle | None = None
-    _videos: list[Path] = field(default_factory=list)
+    _videos: list[Recording] = field(default_factory=list)
     _snippets: list[np.ndarray] = field(default_factory=list)
     _prepared: list[tuple] = field(default_factory=list)
 
@@ -55,35 +103,60 @@ class Bench:
         return Preprocessor(self.geometry)
 
     def videos(self) -> list[Path]:
-        """320 x 240, 25 fps recordings of the synthetic camera (people walking, anomalies now
-        and then), written once per run with OpenCV."""
+        """The recordings the cameras play, camera i the i-th in turn: the ones given (--video),
+        or 25 fps recordings of the synthetic camera (people walking, anomalies now and then) at
+        `video_size`, written once per run with OpenCV."""
+        return [r.path for r in self.recordings_held()]
+
+    def recordings_held(self) -> list[Recording]:
         if not self._videos:
-            from monitor.video.synthetic import SyntheticCamera
-            self.work.mkdir(parents=True, exist_ok=True)
-            for i in range(VIDEOS):
-                path = self.work / f"camera{i}.mp4"
-                if not path.is_file():
-                    url = f"synthetic://bench{i}?seed={100 + i}&fps={FPS:g}&width={VIDEO_SIZE[0]}&height={VIDEO_SIZE[1]}"
-                    camera = SyntheticCamera.from_url(url, realtime=False)
-                    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, VIDEO_SIZE)
-                    if not writer.isOpened():
-                        raise RuntimeError(f"{path}: OpenCV cannot write mp4v video here")
-                    for _ in range(int(VIDEO_SECONDS * FPS)):
-                        writer.write(camera.read()[1])
-                    writer.release()
-                self._videos.append(path)
+            paths = list(self.recordings) or self._synthetic()
+            self._videos = [probe(path, "--video" if self.recordings else "test video", self.geometry.snippet_length)
+                            for path in paths]
         return self._videos
+
+    def _synthetic(self) -> list[Path]:
+        from monitor.video.synthetic import SyntheticCamera
+        self.work.mkdir(parents=True, exist_ok=True)
+        (w, h), paths = self.video_size, []
+        for i in range(VIDEOS):
+            path = self.work / f"camera{i}-{w}x{h}.mp4"
+            if not path.is_file():
+                url = f"synthetic://bench{i}?seed={100 + i}&fps={FPS:g}&width={w}&height={h}"
+                camera = SyntheticCamera.from_url(url, realtime=False)
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (w, h))
+                if not writer.isOpened():
+                    raise RuntimeError(f"{path}: OpenCV cannot write mp4v video here")
+                for _ in range(int(VIDEO_SECONDS * FPS)):
+                    writer.write(camera.read()[1])
+                writer.release()
+            paths.append(path)
+        return paths
+
+    def describe_videos(self) -> dict:
+        """What the cameras play, for the results."""
+        held = self.recordings_held()
+        sizes = sorted({r.size for r in held})
+        return {"video": "synthetic" if not self.recordings else " ".join(str(r.path) for r in held),
+                "video_size": list(sizes[0]) if len(sizes) == 1 else [list(size) for size in sizes],
+                "video_codec": " ".join(sorted({r.codec for r in held})),
+                "video_fps": sorted({round(r.fps, 2) for r in held})[-1]}
 
     def snippets(self, count: int) -> list[np.ndarray]:
         """`count` snippets of 16 decoded frames, one from each video in turn."""
         length = self.geometry.snippet_length
+        held = self.recordings_held()
         while len(self._snippets) < count:
             k = len(self._snippets)
-            video = self.videos()[k % VIDEOS]
-            capture = cv2.VideoCapture(str(video))
-            capture.set(cv2.CAP_PROP_POS_FRAMES, (k // VIDEOS) * length % int(VIDEO_SECONDS * FPS - length))
+            video = held[k % len(held)]
+            capture = cv2.VideoCapture(str(video.path), cv2.CAP_FFMPEG)
+            capture.set(cv2.CAP_PROP_POS_FRAMES, (k // len(held)) * length % (video.frames - length))
             frames = [capture.read()[1] for _ in range(length)]
             capture.release()
+            if any(frame is None for frame in frames):  # a seek that fell short: the start, then
+                capture = cv2.VideoCapture(str(video.path), cv2.CAP_FFMPEG)
+                frames = [capture.read()[1] for _ in range(length)]
+                capture.release()
             self._snippets.append(np.stack(frames))
         return self._snippets[:count]
 

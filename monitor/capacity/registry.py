@@ -24,4 +24,7 @@ SETTINGS_KEYS = {
     "crops": "crops per snippet", "patches": "patch clips per snippet", "threads": "ONNX Runtime intra-op threads per graph run",
     "workers": "graph runs at once: the engine's scoring workers (providers.scoring_layout)",
     "cameras": "N, the cameras of the engine and latency runs", "seconds": "length of each engine run (s)",
+    "video": "what the cameras play: 'synthetic' test videos, or the --video recordings",
+    "video_size": "its frames' width and height", "video_codec": "its codec (FourCC)",
+    "video_fps": "its recorded frame rate (paced runs play it at 25 fps)",
 }

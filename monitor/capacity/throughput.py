@@ -55,7 +55,10 @@ def run_engine(bench: Bench, cameras: int, *, paced: bool, seconds: float, min_b
     videos = bench.videos()
     config = Config()
     config.log.snapshots = None
-    config.cameras = [CameraConfig(url=str(videos[i % len(videos)]), name=f"cam{i}", loop=True, pace=paced)
+    # Paced, every recording plays at 25 fps whatever its own rate (a site's 30 fps recording
+    # gives its frames at 25 fps): cameras_at_25fps counts cameras of the same rate.
+    config.cameras = [CameraConfig(url=str(videos[i % len(videos)]), name=f"cam{i}", loop=True, pace=paced,
+                                   fps=FPS if paced else None)
                       for i in range(cameras)]
     publisher = Publisher(f"inproc://bench-{uuid.uuid4().hex}", "bench")
     scored: list[tuple[float, str, float, float]] = []  # (wall, camera, latency, process CPU seconds)

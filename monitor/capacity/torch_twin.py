@@ -17,8 +17,9 @@ import numpy as np
 from monitor.capacity.context import Bench
 
 KEYS = {
-    "backbone_ort_vs_torch": "PyTorch eager time / ONNX Runtime time, same graph, weights, inputs, threads (None: no "
-                            "PyTorch; a full-size backbone: the first 8 clips of each call)",
+    "backbone_ort_vs_torch": "PyTorch eager time / ONNX Runtime time, same graph, weights, inputs, and the threads of "
+                            "one of the engine's graph runs (None: no PyTorch; a full-size backbone: the first 8 "
+                            "clips of each call)",
     "torch_agreement": "largest relative difference of the PyTorch twin's features to ONNX Runtime's",
 }
 TWIN_CLIPS = 8  # clips per call compared, for a full-size backbone
@@ -39,7 +40,10 @@ def measure(bench: Bench) -> dict:
     if inputs is None:
         from monitor.capacity.backbone import calls
         inputs = calls(bench, bench.batch())
-    threads = bench.results.get("cores") or bench.threads or 1
+    # Each runtime with the threads one of the engine's graph runs has (one each beside the other
+    # workers on a CPU, all cores for a large backbone): the comparison is of the layout the
+    # monitor runs, and PyTorch could be laid out the same way.
+    threads = bench.bundle.threads
     slow = bench.results.get("backbone_ms_per_snippet", 0) > 2000  # a full-size backbone: fewer rounds
     if slow:
         # And fewer clips: PyTorch's activations for a whole I3D snippet (59 clips) beside the

@@ -23,7 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--providers", help="execution providers in order, e.g. 'cuda,cpu' (default: best available)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads, one graph run at a time (default: "
                                                "as the monitor runs: on the CPU one run per core, one thread each)")
-    p.add_argument("--work", type=Path, help="directory for the 320 x 240 test videos (default: a temporary one)")
+    p.add_argument("--video", type=Path, action="append", default=[],
+                   help="a recording of your own camera for the cameras to play (looped, paced at 25 fps), so that "
+                        "decoding and resizing cost what they will on site; repeat for several (default: synthetic "
+                        "320 x 240 test videos)")
+    p.add_argument("--video-size", help="WIDTHxHEIGHT of the synthetic test videos instead, e.g. 1920x1080")
+    p.add_argument("--work", type=Path, help="directory for the synthetic test videos (default: a temporary one)")
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -33,11 +38,13 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--seconds {args.seconds:g}: must be a positive number of seconds"
     if args.threads is not None and args.threads < 1:
         return f"--threads {args.threads}: must be at least 1"
+    if args.video and args.video_size:
+        return "--video-size: only for the synthetic test videos, not with --video"
     return None
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.capacity.context import Bench
+    from monitor.capacity.context import VIDEO_SIZE, Bench, VideoError, video_size_flag
     from monitor.capacity.registry import MEASUREMENTS
     from monitor.config import DEMO_BUNDLE
     from monitor.errors import ArgumentError, refuse
@@ -52,21 +59,27 @@ def run(args: argparse.Namespace) -> int:
     except ProviderError as exc:
         return refuse(exc, args.debug)
     path = args.model or DEMO_BUNDLE
+    size = video_size_flag(args.video_size) if args.video_size else VIDEO_SIZE
     with tempfile.TemporaryDirectory(prefix="ssrl-bench-") as tmp:
         bench = Bench(path, args.work or Path(tmp), cameras=args.cameras, seconds=args.seconds, providers=providers,
-                      threads=args.threads, log=lambda line: print(line, file=sys.stderr, flush=True))
+                      threads=args.threads, log=lambda line: print(line, file=sys.stderr, flush=True),
+                      recordings=args.video, video_size=size)
         try:
             bundle = bench.bundle
         except (BundleError, ValueError) as exc:
             return refuse(exc, args.debug)
         if not bundle.has_backbone or bundle.manifest.stage == 0:
             raise ArgumentError(f"--model {path}: bench needs a bundle with a backbone and an SSRL head")
+        try:
+            bench.recordings_held()  # before anything is measured: a bad --video is refused at once
+        except VideoError as exc:
+            return refuse(exc, args.debug)
         m = bundle.manifest
         results = bench.results
         results.update({"model": str(path), "provider": bundle.providers[0], "stage": m.stage, "crops": m.crops,
                         "patches": sum(m.patches), "threads": bundle.threads, "workers": bundle.workers,
                         "cameras": args.cameras,
-                        "seconds": args.seconds})
+                        "seconds": args.seconds, **bench.describe_videos()})
         started = time.perf_counter()
         for title, _, measure in MEASUREMENTS:
             bench.log(f"bench: {title} ...")

@@ -13,7 +13,7 @@ from monitor.video.sources import Frame
 class RawSnippet:
     camera: str
     index: int              # snippet index since the camera started
-    frames: np.ndarray      # [length, H, W, 3] BGR uint8
+    frames: np.ndarray | None  # [length, H, W, 3] BGR uint8; None once dropped (drop_frames)
     first_frame: int        # source frame indices covered (stride included)
     last_frame: int
     first_ts: float         # times of the first and last frame on the source's clock (Frame.ts)
@@ -22,11 +22,24 @@ class RawSnippet:
     first_position: float | None = None   # files: seconds into the file of the first and last frame
     last_position: float | None = None
     prepared: tuple | None = None   # the backbone input made from `frames` (the engine prepares it)
+    _keyframe: np.ndarray | None = None
 
     @property
-    def keyframe(self) -> np.ndarray:
-        """The frame an alert snapshot shows: the middle of the snippet."""
+    def keyframe(self) -> np.ndarray | None:
+        """The frame an alert snapshot shows: the middle of the snippet (None once the frames
+        are dropped without keeping it)."""
+        if self.frames is None:
+            return self._keyframe
         return self.frames[len(self.frames) // 2]
+
+    def drop_frames(self, keep_keyframe: bool = True) -> None:
+        """Let the frames go once the backbone input is made (`prepared`), keeping a copy of the
+        keyframe for a snapshot: a snippet waiting to be scored then holds its small input, not
+        16 full frames (at 1080p 100 MB, against 6 MB for the keyframe)."""
+        if self.frames is None:
+            return
+        self._keyframe = self.frames[len(self.frames) // 2].copy() if keep_keyframe else None
+        self.frames = None
 
 
 class SnippetAssembler:
