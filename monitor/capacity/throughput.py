@@ -191,7 +191,11 @@ def holds(bench: Bench, cameras: int, seconds: float) -> bool:
 def measure_cameras(bench: Bench) -> dict:
     per_camera = FPS / bench.geometry.snippet_length  # snippets per second a camera makes
     bound = bench.results.get("inference_bound_snippets_per_s") or per_camera
-    guess = max(1, int(bound / per_camera))  # the graphs' limit: an upper bound, usually
+    guess = int(bound / per_camera)  # the graphs' limit: an upper bound, usually
+    # The engine run's CPU time per snippet covers decoding and resizing too, which at a
+    # camera's full resolution can cost more than the graphs: the lower of the two to start.
+    by_cpu = (bench.results.get("cameras_per_core_by_cpu") or 0) * (bench.results.get("cores_used") or 1)
+    guess = max(1, min(guess, int(by_cpu)) if by_cpu >= 1 else guess)
     seconds = max(3.0, bench.seconds)
     good, bad, tried = 0, None, []
     cameras = guess
