@@ -257,6 +257,7 @@ class CameraState:
     fault: str = ""                 # why the camera is faulty ("" when it is not)
     fault_since: float = 0.0
     faulty_snippets: int = 0        # snippets whose features or score were not finite
+    preprocess_s: float = 0.0       # resizing and preparing on its reader since its last snippet
 
     @property
     def name(self) -> str:
@@ -341,7 +342,8 @@ class Engine:
         # No snapshot folder for the policy: the alert worker writes snapshots, with the heat it finds.
         policy = AlertPolicy(c.name, settings, self.model_info, None, alert_ids=alert_ids, bundle_sha=self.bundle_sha)
         policy.armed = learner is None
-        assembler = SnippetAssembler(c.name, self.geometry.snippet_length, self.config.engine.frame_stride)
+        assembler = SnippetAssembler(c.name, self.geometry.snippet_length, self.config.engine.frame_stride,
+                                     keep_keyframe=self.config.log.snapshots is not None)
         source = CameraSource(c.name, c.url, transport=c.transport, loop=c.loop, pace=c.pace, fps=c.fps,
                               stall_timeout_s=c.stall_timeout_s, backoff_initial_s=c.backoff_initial_s,
                               backoff_max_s=c.backoff_max_s, max_frame_pixels=c.max_frame_pixels,
@@ -461,17 +463,20 @@ class Engine:
     def _on_frame(self, cam: CameraState, frame) -> None:
         if cam.clips is not None:
             cam.clips.push(frame.index, frame.ts, frame.image)
-        snippet = cam.assembler.push(frame)
+        # Preprocessing runs here, on the camera's reader thread: the cameras' snippets are
+        # prepared side by side while the scoring workers run the graphs. Each frame is resized
+        # as it comes (the snippet's frames would be resized one by one anyway), the rest once
+        # the snippet is complete.
+        started = time.perf_counter()
+        snippet = cam.assembler.push(frame, self.preprocessor.resize_frame(frame.image))
+        if snippet is not None:
+            snippet.prepared = prepare_clips(self.preprocessor, self.bundle, snippet.frames)
+        cam.preprocess_s += time.perf_counter() - started  # the reader's own count, no lock per frame
         if snippet is None:
             return
-        # Preprocessing runs here, on the camera's reader thread: the cameras' snippets are
-        # prepared side by side while the scoring workers run the graphs.
-        started = time.perf_counter()
-        snippet.prepared = prepare_clips(self.preprocessor, self.bundle, snippet.frames)
-        snippet.drop_frames(keep_keyframe=self.config.log.snapshots is not None)
-        spent = time.perf_counter() - started
         with self._cond:
-            self.seconds["preprocess"] = self.seconds.get("preprocess", 0.0) + spent
+            self.seconds["preprocess"] = self.seconds.get("preprocess", 0.0) + cam.preprocess_s
+            cam.preprocess_s = 0.0
             if cam.source.live:
                 while len(cam.pending) >= self.config.engine.max_pending:
                     cam.pending.popleft()  # stay live: the oldest whole snippet goes
@@ -653,9 +658,7 @@ class Engine:
                 continue
             info = SnippetInfo(snippet.index, snippet.first_frame, snippet.last_frame, snippet.first_ts, snippet.last_ts,
                                snippet.first_position, snippet.last_position)
-            keyframe = None
-            if self.config.log.snapshots:  # its own copy, not a view that would hold all 16 frames
-                keyframe = snippet.keyframe if snippet.frames is None else snippet.keyframe.copy()
+            keyframe = snippet.keyframe if self.config.log.snapshots else None
             steps.append(cam.window.push(f, Reported(info, keyframe, snippet.received, features)))
             kept.append((cam, snippet))
         scores = score_windows(lambda w: self._run(self.bundle.scores, w), [step.window for step in steps])

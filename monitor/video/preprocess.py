@@ -304,6 +304,13 @@ class Preprocessor:
         """BGR uint8 [16, H, W, 3] -> BGR uint8 [16, height, width, 3] at frame_size."""
         return resize_frames(self._check(frames), self.geometry.frame_size, self.geometry.resize)
 
+    def resize_frame(self, image: np.ndarray) -> np.ndarray:
+        """One BGR frame [H, W, 3] as decoded -> at frame_size, exactly as `small` resizes each
+        frame of a snippet (the live engine resizes frames as they arrive)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"frame: expected [H, W, 3] uint8 BGR, got {image.dtype} {list(image.shape)}")
+        return resize_frames(image[None], self.geometry.frame_size, self.geometry.resize)[0]
+
     def planes(self, frames: np.ndarray) -> np.ndarray:
         """BGR uint8 [16, H, W, 3] -> RGB uint8 planes [3, 16, height, width] at frame_size."""
         return np.ascontiguousarray(self.small(frames).transpose(3, 0, 1, 2)[::-1])

@@ -51,6 +51,7 @@ if "OPENCV_LOG_LEVEL" not in os.environ:
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 MAX_FRAME_PIXELS = 4096 * 4096
 FILE_READ_RETRIES = 25  # failed reads in a row before a file is taken to end (damage is skipped)
+PACE_CATCH_UP_S = 1.0  # how far a paced file behind its clock may hurry to catch up
 # What a folder of recordings holds (calibration, feature extraction).
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".ts", ".3gp"}
 _open_lock = threading.Lock()
@@ -371,7 +372,9 @@ class CameraSource:
                 delay = next_due - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
                     break
-                next_due = max(next_due + period, time.monotonic() - period)
+                # Behind (a burst of work on this thread): catch up as a camera's buffered stream
+                # would, up to PACE_CATCH_UP_S; a longer hold-up is lag the file keeps.
+                next_due = max(next_due + period, time.monotonic() - PACE_CATCH_UP_S)
             now = time.time()
             if image.ndim == 2:
                 image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
