@@ -468,7 +468,7 @@ class Engine:
         # as it comes (the snippet's frames would be resized one by one anyway), the rest once
         # the snippet is complete.
         started = time.perf_counter()
-        snippet = cam.assembler.push(frame, self.preprocessor.resize_frame(frame.image))
+        snippet = cam.assembler.push(frame, self.preprocessor.resize_frame)
         if snippet is not None:
             snippet.prepared = prepare_clips(self.preprocessor, self.bundle, snippet.frames)
         cam.preprocess_s += time.perf_counter() - started  # the reader's own count, no lock per frame

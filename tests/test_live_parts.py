@@ -145,6 +145,16 @@ def test_snippets_follow_the_stride_and_restart_on_a_gap_or_a_new_resolution():
     asm.reset()  # a reconnect: the partial snippet is dropped, not stitched
     out = [asm.push(Frame(i, float(i), large)) for i in range(30, 37)]
     assert [(s.first_frame, s.last_frame) for s in out if s is not None] == [(30, 36)]
+    # Resized as they come: only the frames the stride takes, and the keyframe kept full size.
+    resized = []
+    def halve(image):
+        resized.append(image)
+        return image[::2, ::2]
+    out = [asm.push(Frame(i, float(i), np.full((10, 12, 3), i, np.uint8)), halve) for i in range(40, 47)]
+    got = [s for s in out if s is not None]
+    assert len(got) == 1 and got[0].frames.shape == (4, 5, 6, 3) and len(resized) == 4
+    assert got[0].frames[:, 0, 0, 0].tolist() == [40, 42, 44, 46] and got[0].keyframe.shape == (10, 12, 3)
+    assert got[0].keyframe[0, 0, 0] == 44  # the middle frame of the snippet (the third of four)
 
 
 def test_a_camera_holds_its_frames_resized_and_one_full_keyframe_a_snippet(tmp_path):

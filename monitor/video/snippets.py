@@ -3,6 +3,7 @@ preprocessing path (monitor.video.preprocess), so that live clips are the clips 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -52,10 +53,10 @@ class SnippetAssembler:
         self._first = None
         self._keyframe = None
 
-    def push(self, frame: Frame, image: np.ndarray | None = None) -> RawSnippet | None:
-        """Add a frame, stored as `image` (the frame already resized, say; frame.image when
-        None); returns a snippet when this frame completes one. Holding resized frames, a
-        camera's partial snippet costs the backbone's frame size, not 16 full frames (at 1080p
+    def push(self, frame: Frame, resize: Callable[[np.ndarray], np.ndarray] | None = None) -> RawSnippet | None:
+        """Add a frame, stored as resize(frame.image) when given (only for the frames the
+        stride takes); returns a snippet when this frame completes one. Holding resized frames,
+        a camera's partial snippet costs the backbone's frame size, not 16 full frames (at 1080p
         100 MB), and the resizing is spread over the frames instead of coming at once."""
         if self._count and self._source_shape != frame.image.shape:
             self.reset()
@@ -64,7 +65,7 @@ class SnippetAssembler:
         self._seen += 1
         if not take:
             return None
-        image = frame.image if image is None else image
+        image = frame.image if resize is None else resize(frame.image)
         if self._buffer is None or self._buffer.shape[1:] != image.shape:
             self._buffer = np.empty((self.length,) + image.shape, np.uint8)
         if self._count == 0:
