@@ -90,6 +90,16 @@ def test_bench_plays_a_recording_it_is_given_and_says_what_it_is(tmp_path):
     assert not list(work.glob("camera*.mp4")), "synthetic videos were made instead"
 
 
+def test_a_folder_given_to_bench_stands_for_the_recordings_in_it(tmp_path):
+    site = tmp_path / "site"
+    (site / "yard").mkdir(parents=True)
+    write_video(site / "lobby.avi", [(40, DARK)], size=(80, 64))
+    write_video(site / "yard" / "gate.avi", [(48, DARK)], size=(96, 64))
+    (site / "notes.txt").write_text("not a video")
+    held = Bench(DEMO_BUNDLE, tmp_path / "work", recordings=[site]).recordings_held()
+    assert [(r.path.name, r.size, r.frames) for r in held] == [("lobby.avi", (80, 64), 40), ("gate.avi", (96, 64), 48)]
+
+
 def test_synthetic_bench_videos_take_the_size_asked_for(tmp_path):
     bench_ = Bench(DEMO_BUNDLE, tmp_path, video_size=(64, 48))
     held = bench_.recordings_held()
@@ -100,12 +110,14 @@ def test_synthetic_bench_videos_take_the_size_asked_for(tmp_path):
 
 def test_bench_refuses_bad_flags_in_one_line(tmp_path):
     (tmp_path / "notes.mp4").write_text("not a video")
+    (tmp_path / "empty").mkdir()
     short = write_video(tmp_path / "short.avi", [(20, DARK)])
     for args, text in ((["--cameras", "0"], "--cameras 0"), (["--seconds", "-1"], "--seconds -1"),
                        (["--model", str(tmp_path / "none")], "no such bundle directory"),
                        (["--video", str(tmp_path / "none.mp4")], f"--video {tmp_path / 'none.mp4'}: no such file"),
                        (["--video", str(tmp_path / "notes.mp4")], "notes.mp4: OpenCV cannot decode a frame of it"),
                        (["--video", str(short)], "short.avi: 20 frames, fewer than two 16-frame snippets"),
+                       (["--video", str(tmp_path / "empty")], "empty: no video files in this folder"),
                        (["--video-size", "1920"], "--video-size 1920: give WIDTHxHEIGHT"),
                        (["--video-size", "64x48", "--video", str(short)], "--video-size: only for the synthetic")):
         done = bench(*args, timeout=120)

@@ -33,7 +33,7 @@ from monitor.errors import add_debug_flag, guarded
 from monitor import __version__  # noqa: E402
 from monitor.model.bundle import Bundle  # noqa: E402
 from monitor.model.manifest import BundleError  # noqa: E402
-from monitor.video.sources import VIDEO_SUFFIXES  # noqa: E402
+from monitor.video.sources import VIDEO_SUFFIXES, videos_in  # noqa: E402
 from monitor.video.preprocess import (RESIZE_MODES, Geometry, GeometryError, Preprocessor,  # noqa: E402
                                 snippet_count)
 
@@ -61,7 +61,7 @@ def find_videos(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such video file or directory")
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    return videos_in(path)
 
 
 def output_paths(video: Path, root: Path, out: Path, grids) -> dict[str, Path]:

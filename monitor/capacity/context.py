@@ -17,6 +17,7 @@ from monitor.config import Config
 from monitor.engine import batch_limit, prepare_clips
 from monitor.model.bundle import Bundle
 from monitor.video.preprocess import Geometry, Preprocessor
+from monitor.video.sources import VIDEO_SUFFIXES, videos_in
 
 FPS = 25.0
 VIDEO_SIZE = (320, 240)
@@ -69,6 +70,20 @@ def probe(path: Path, flag: str = "--video", snippet_length: int = 16) -> Record
     return Recording(path, (image.shape[1], image.shape[0]), fps if 0 < fps < 1000 else FPS, frames, codec)
 
 
+def expand_recordings(paths: list[Path]) -> list[Path]:
+    """--video paths, a folder standing for the recordings in it (name order)."""
+    out = []
+    for path in paths:
+        if path.is_dir():
+            found = videos_in(path)
+            if not found:
+                raise VideoError(f"--video {path}: no video files in this folder ({', '.join(sorted(VIDEO_SUFFIXES))})")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
 @dataclass
 class Bench:
     bundle_path: Path
@@ -110,7 +125,7 @@ class Bench:
 
     def recordings_held(self) -> list[Recording]:
         if not self._videos:
-            paths = list(self.recordings) or self._synthetic()
+            paths = expand_recordings(self.recordings) if self.recordings else self._synthetic()
             self._videos = [probe(path, "--video" if self.recordings else "test video", self.geometry.snippet_length)
                             for path in paths]
         return self._videos

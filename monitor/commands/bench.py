@@ -25,8 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                "as the monitor runs: on the CPU one run per core, one thread each)")
     p.add_argument("--video", type=Path, action="append", default=[],
                    help="a recording of your own camera for the cameras to play (looped, paced at 25 fps), so that "
-                        "decoding and resizing cost what they will on site; repeat for several (default: synthetic "
-                        "320 x 240 test videos)")
+                        "decoding and resizing cost what they will on site; repeat for several, or give a folder of "
+                        "them (default: synthetic 320 x 240 test videos)")
     p.add_argument("--video-size", help="WIDTHxHEIGHT of the synthetic test videos instead, e.g. 1920x1080")
     p.add_argument("--work", type=Path, help="directory for the synthetic test videos (default: a temporary one)")
 

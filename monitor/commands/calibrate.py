@@ -47,11 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _footage_items(camera) -> list[str]:
     """A folder: its video files in name order; anything else: itself."""
-    from monitor.video.sources import VIDEO_SUFFIXES, file_path, kind_of
+    from monitor.video.sources import VIDEO_SUFFIXES, file_path, kind_of, videos_in
     if kind_of(camera.url) == "file":
         path = Path(file_path(camera.url))
         if path.is_dir():
-            files = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            files = [str(p) for p in videos_in(path)]
             if not files:
                 raise ValueError(f"--source {camera.url}: no video files in this folder "
                                  f"({', '.join(sorted(VIDEO_SUFFIXES))})")

@@ -60,6 +60,11 @@ _open_lock = threading.Lock()
 STARTING, STREAMING, RECONNECTING, STALLED, ENDED = "starting", "streaming", "reconnecting", "stalled", "ended"
 
 
+def videos_in(folder: str | Path) -> list[Path]:
+    """The video files under a folder (by VIDEO_SUFFIXES), in name order."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
 def kind_of(url: str) -> str:
     """'device', 'stream', 'file' or 'synthetic'."""
     url = url.strip()
