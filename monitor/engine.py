@@ -257,7 +257,6 @@ class CameraState:
     fault: str = ""                 # why the camera is faulty ("" when it is not)
     fault_since: float = 0.0
     faulty_snippets: int = 0        # snippets whose features or score were not finite
-    preprocess_s: float = 0.0       # resizing and preparing on its reader since its last snippet
 
     @property
     def name(self) -> str:
@@ -330,7 +329,6 @@ class Engine:
         self.batches = 0
         self.snippets_scored = 0
         self.shared_batches = 0  # batches that held snippets of more than one camera
-        self.seconds: dict[str, float] = {}  # time spent per part of scoring, for benchmarks
         self.batch_sizes: deque = deque(maxlen=256)
         self.clip_writer = ClipWriter.for_config(config.alerts)  # None without [alerts] clips
         self.cameras: list[CameraState] = [self._camera(c) for c in config.cameras]
@@ -343,7 +341,7 @@ class Engine:
         policy = AlertPolicy(c.name, settings, self.model_info, None, alert_ids=alert_ids, bundle_sha=self.bundle_sha)
         policy.armed = learner is None
         assembler = SnippetAssembler(c.name, self.geometry.snippet_length, self.config.engine.frame_stride,
-                                     keep_keyframe=self.config.log.snapshots is not None)
+                                     keep_keyframe=bool(self.config.log.snapshots))  # for snapshots only
         source = CameraSource(c.name, c.url, transport=c.transport, loop=c.loop, pace=c.pace, fps=c.fps,
                               stall_timeout_s=c.stall_timeout_s, backoff_initial_s=c.backoff_initial_s,
                               backoff_max_s=c.backoff_max_s, max_frame_pixels=c.max_frame_pixels,
@@ -467,16 +465,11 @@ class Engine:
         # prepared side by side while the scoring workers run the graphs. Each frame is resized
         # as it comes (the snippet's frames would be resized one by one anyway), the rest once
         # the snippet is complete.
-        started = time.perf_counter()
         snippet = cam.assembler.push(frame, self.preprocessor.resize_frame)
-        if snippet is not None:
-            snippet.prepared = prepare_clips(self.preprocessor, self.bundle, snippet.frames)
-        cam.preprocess_s += time.perf_counter() - started  # the reader's own count, no lock per frame
         if snippet is None:
             return
+        snippet.prepared = prepare_clips(self.preprocessor, self.bundle, snippet.frames)
         with self._cond:
-            self.seconds["preprocess"] = self.seconds.get("preprocess", 0.0) + cam.preprocess_s
-            cam.preprocess_s = 0.0
             if cam.source.live:
                 while len(cam.pending) >= self.config.engine.max_pending:
                     cam.pending.popleft()  # stay live: the oldest whole snippet goes
@@ -625,10 +618,9 @@ class Engine:
         """Features of the batch, side by side with other workers; then whoever finds the next
         batch in order done reports it (and any after it that are), so no worker waits idle."""
         try:
-            t1 = time.perf_counter()
             prepared = [s.prepared or prepare_clips(self.preprocessor, self.bundle, s.frames) for _, s in batch]
             fused, parts = fused_features(self.bundle, prepared, self._run)
-            done = (batch, fused, parts, time.perf_counter() - t1)
+            done = (batch, fused, parts)
         except BaseException as exc:  # reported in its turn, so that later batches are not held
             done = exc
         with self._cond:
@@ -648,9 +640,8 @@ class Engine:
                         self._batches_reported += 1
                         self._cond.notify_all()
 
-    def _report_batch(self, batch: list[tuple[CameraState, RawSnippet]], fused, parts, features_s: float) -> None:
+    def _report_batch(self, batch: list[tuple[CameraState, RawSnippet]], fused, parts) -> None:
         n = len(batch)
-        t2 = time.perf_counter()
         steps, kept = [], []
         for (cam, snippet), f, features in zip(batch, fused, parts):
             if not np.isfinite(f).all():  # kept out of the window, which it would poison for W snippets
@@ -658,13 +649,9 @@ class Engine:
                 continue
             info = SnippetInfo(snippet.index, snippet.first_frame, snippet.last_frame, snippet.first_ts, snippet.last_ts,
                                snippet.first_position, snippet.last_position)
-            keyframe = snippet.keyframe if self.config.log.snapshots else None
-            steps.append(cam.window.push(f, Reported(info, keyframe, snippet.received, features)))
+            steps.append(cam.window.push(f, Reported(info, snippet.keyframe, snippet.received, features)))
             kept.append((cam, snippet))
         scores = score_windows(lambda w: self._run(self.bundle.scores, w), [step.window for step in steps])
-        t3 = time.perf_counter()
-        for key, dt in (("backbone+spatial", features_s), ("temporal", t3 - t2)):
-            self.seconds[key] = self.seconds.get(key, 0.0) + dt
         self.batches += 1
         self.shared_batches += len({id(cam) for cam, _ in batch}) > 1
         self.snippets_scored += n

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import cv2
 import numpy as np
 import pytest
 import zmq
@@ -23,6 +22,7 @@ from monitor.video.snippets import SnippetAssembler
 from monitor.video.sources import RECONNECTING, CameraSource, Frame, redact
 from tests.factories import DARK, build_bundle, cached_bundle, write_video
 from tests.head_helpers import seeded_features, seeded_model
+from tests.i3d_helpers import read_frames
 from tests.live_helpers import ROOT, endpoint
 
 # ----------------------------------------------------------------------------- config
@@ -185,8 +185,7 @@ def test_a_camera_holds_its_frames_resized_and_one_full_keyframe_a_snippet(tmp_p
         engine.join(3.0)
         publisher.close()
     assert len(waiting) == config.engine.max_pending, "the queue was never full"
-    capture = cv2.VideoCapture(str(video))
-    decoded = [capture.read()[1] for _ in range(16 * 16)]
+    decoded = read_frames(video)
     pre = engine.preprocessor
     for snippet in waiting:
         frames = np.stack(decoded[snippet.first_frame:snippet.last_frame + 1])

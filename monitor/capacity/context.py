@@ -60,13 +60,17 @@ def probe(path: Path, flag: str = "--video", snippet_length: int = 16) -> Record
         fourcc = int(capture.get(cv2.CAP_PROP_FOURCC) or 0)
         codec = "".join(chr((fourcc >> 8 * i) & 0xFF) for i in range(4)).strip("\0 ") or "?"
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        counted = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         frames = 1
-        while capture.grab():  # counted by decoding: container frame counts can be wrong
+        while frames < 2 * snippet_length and capture.grab():  # the two a camera needs, decoded
             frames += 1
     finally:
         capture.release()
     if frames < 2 * snippet_length:
         raise VideoError(f"{flag} {path}: {frames} frames, fewer than two {snippet_length}-frame snippets")
+    # Beyond those, the container's count says where snippets may be taken from (a long site
+    # recording is not decoded whole here; a count too high falls back to the start, snippets()).
+    frames = max(frames, counted)
     return Recording(path, (image.shape[1], image.shape[0]), fps if 0 < fps < 1000 else FPS, frames, codec)
 
 

@@ -195,7 +195,9 @@ def measure_cameras(bench: Bench) -> dict:
     # The engine run's CPU time per snippet covers decoding and resizing too, which at a
     # camera's full resolution can cost more than the graphs: the lower of the two to start.
     by_cpu = (bench.results.get("cameras_per_core_by_cpu") or 0) * (bench.results.get("cores_used") or 1)
-    guess = max(1, min(guess, int(by_cpu)) if by_cpu >= 1 else guess)
+    if by_cpu >= 1:
+        guess = min(guess, int(by_cpu))
+    guess = max(1, guess)
     seconds = max(3.0, bench.seconds)
     good, bad, tried = 0, None, []
     cameras = guess
