@@ -101,6 +101,7 @@ def measure(bundle: Bundle, videos: list[Path], seconds: float, rounds: int, ref
     finally:
         engine.stop()
         engine.join(2.0)
+        engine.close_alerts()  # the alert worker publishes until it is drained: before the socket closes
         publisher.close()
         devnull.close()
     return windows

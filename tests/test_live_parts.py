@@ -183,6 +183,7 @@ def test_a_camera_holds_its_frames_resized_and_one_full_keyframe_a_snippet(tmp_p
     finally:
         engine.stop()
         engine.join(3.0)
+        engine.close_alerts()
         publisher.close()
     assert len(waiting) == config.engine.max_pending, "the queue was never full"
     decoded = read_frames(video)

@@ -84,6 +84,7 @@ def run_engine(bench: Bench, cameras: int, *, paced: bool, seconds: float, min_b
     finally:
         engine.stop()
         engine.join(3.0)
+        engine.close_alerts()  # the alert worker publishes until it is drained: before the socket closes
         publisher.close()
         quiet.setLevel(level)
     if engine.error:
