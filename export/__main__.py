@@ -1,6 +1,7 @@
 """python -m export [--checkpoint CKPT] [--backbone I3D.pth] --out DIR [--stage N] [--uint8-input]
                  [--int8 --calibration VIDEO_DIR | --fp16 [--calibration VIDEO_DIR]]
    python -m export --bundle DIR (--int8 --calibration VIDEO_DIR | --fp16 | --uint8-input) --out DIR2
+   python -m export --bundle DIR --temporal-at --out DIR2
    (--uint8-input alone needs no PyTorch: graph surgery with the onnx library)"""
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"clips reaches this (default {DEFAULT_MIN_COSINE})")
     p.add_argument("--uint8-input", action="store_true",
                    help="the backbone takes uint8 frames [N, T, H, W, 3] as decoded (BGR) and scales them itself")
+    p.add_argument("--temporal-at", action="store_true",
+                   help="with --bundle: add the temporal_at graph (the temporal head at the reported position only, "
+                        "what the live engine runs) to a bundle exported before it existed, read back from its "
+                        "temporal graph")
     g = p.add_argument_group("preprocessing recorded with the backbone")
     g.add_argument("--resize", choices=RESIZE_MODES, default="fast",
                    help="resize mode the live monitor uses (default fast; extraction defaults to reference)")
@@ -72,10 +77,14 @@ def precision_problem(args) -> str | None:
     if args.bundle is not None:
         if args.checkpoint is not None or args.backbone is not None:
             return "--bundle converts an existing bundle: leave out --checkpoint and --backbone"
-        if not (args.int8 or args.fp16 or args.uint8_input):
-            return "--bundle: say what to convert it to, --int8, --fp16 or --uint8-input"
+        if args.temporal_at and (args.int8 or args.fp16 or args.uint8_input):
+            return "--temporal-at: give it alone, then convert the bundle it writes"
+        if not (args.int8 or args.fp16 or args.uint8_input or args.temporal_at):
+            return "--bundle: say what to convert it to, --int8, --fp16 or --uint8-input (or --temporal-at)"
         if args.out.resolve() == args.bundle.resolve():
             return f"--out {args.out}: must differ from --bundle (the source bundle is left as it is)"
+    if args.temporal_at and args.bundle is None:
+        return "--temporal-at is for --bundle DIR (a fresh export writes temporal_at already)"
     if args.int8 and args.calibration is None:
         return "--int8: give --calibration VIDEO_DIR, videos like the cameras' to calibrate on"
     if args.int8 and args.bundle is None and args.backbone is None:
@@ -206,7 +215,11 @@ def convert_existing(args, console) -> int:
     started = time.perf_counter()
     try:
         Bundle(args.bundle, providers="cpu")  # a source that does not load is named before any work
-        if args.uint8_input:
+        if args.temporal_at:
+            from export.temporal_weights import add_temporal_at
+            with console.status("reading the temporal head back and exporting temporal_at"):
+                manifest = add_temporal_at(args.bundle, args.out)
+        elif args.uint8_input:
             manifest = pixel_version(args, console)
         else:
             manifest = convert(args, console, args.bundle, args.out)
@@ -216,7 +229,8 @@ def convert_existing(args, console) -> int:
         return 2
     report_precision(console, manifest)
     size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
-    what = " ".join(w for w, on in (("int8", args.int8), ("fp16", args.fp16), ("uint8-input", args.uint8_input)) if on)
+    what = " ".join(w for w, on in (("int8", args.int8), ("fp16", args.fp16), ("uint8-input", args.uint8_input),
+                                    ("temporal-at", args.temporal_at)) if on)
     console.print(f"wrote {args.out}: {what} version of {args.bundle}, "
                   f"{size / 1e6:.1f} MB in {time.perf_counter() - started:.1f} s")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from export.onnx_graphs import export_spatial, export_temporal
+from export.onnx_graphs import export_spatial, export_temporal, export_temporal_at
 from monitor import __version__
 from monitor.model.integrity import sha256  # the digest the monitor checks at load
 from monitor.model.manifest import DEFAULT_THRESHOLD, DEFAULT_WINDOW, SNIPPET_LENGTH, GraphSpec, Manifest
@@ -13,7 +13,7 @@ from training.ssrl import SSRL
 
 def head_graphs(model: SSRL, out: Path) -> dict[str, GraphSpec]:
     graphs = {}
-    jobs = [("temporal", export_temporal)]
+    jobs = [("temporal", export_temporal), ("temporal_at", export_temporal_at)]
     if model.config.active_grids:
         jobs.append(("spatial", export_spatial))
     for name, export_fn in jobs:

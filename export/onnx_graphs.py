@@ -3,6 +3,8 @@
 - spatial: one snippet's crops and patches -> crops with patch relations added; runs once
   per snippet, so the live engine caches its output.
 - temporal: a window of fused snippets [B, T, C, F] -> crop-averaged scores [B, T].
+- temporal_at: the same at chosen positions [K] of the window -> [B, K] (export.temporal_at),
+  what the live engine runs for the one snippet it reports.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import onnx
 import torch
 from torch import nn
 
-from monitor.model.manifest import SPATIAL_INPUTS, SPATIAL_OUTPUTS, TEMPORAL_INPUTS, TEMPORAL_OUTPUTS
+from export.temporal_at import TemporalAt
+from monitor.model.manifest import (SPATIAL_INPUTS, SPATIAL_OUTPUTS, TEMPORAL_AT_INPUTS, TEMPORAL_AT_OUTPUTS,
+                                    TEMPORAL_INPUTS, TEMPORAL_OUTPUTS)
 from training.ssrl import SSRL
 
 OPSET = 17
@@ -64,3 +68,13 @@ def export_temporal(model: SSRL, path: Path) -> dict:
     export_onnx(TemporalHead(model), args, path, TEMPORAL_INPUTS, TEMPORAL_OUTPUTS,
             {"features": {0: "batch", 1: "time"}, "scores": {0: "batch", 1: "time"}})
     return {"inputs": {"features": ["batch", "time", c, f]}, "outputs": {"scores": ["batch", "time"]}}
+
+
+def export_temporal_at(model: SSRL, path: Path) -> dict:
+    c, f = model.config.crops, model.config.feature_size
+    args = (torch.randn(2, 5, c, f), torch.tensor([3, 4]))
+    export_onnx(TemporalAt(model), args, path, TEMPORAL_AT_INPUTS, TEMPORAL_AT_OUTPUTS,
+                {"features": {0: "batch", 1: "time"}, "positions": {0: "positions"},
+                 "scores": {0: "batch", 1: "positions"}})
+    return {"inputs": {"features": ["batch", "time", c, f], "positions": ["positions"]},
+            "outputs": {"scores": ["batch", "positions"]}}

@@ -70,7 +70,7 @@ def test_batched_temporal_windows_are_independent(tmp_path):
 def test_graphs_pass_checker_and_manifest_records_everything(tmp_path):
     model = seeded_model(3, feature_size=64, crops=1)
     out = export(tmp_path, model, "--window", "24", "--threshold", "0.7", "--min-snippets", "2")
-    for name in ("spatial.onnx", "temporal.onnx"):
+    for name in ("spatial.onnx", "temporal.onnx", "temporal_at.onnx"):
         onnx.checker.check_model(str(out / name), full_check=True)
     m = json.loads((out / "manifest.json").read_text())
     assert m["stage"] == 3 and m["grids"] == [23, 35] and m["patches"] == [6, 15]
@@ -83,7 +83,9 @@ def test_graphs_pass_checker_and_manifest_records_everything(tmp_path):
     assert m["graphs"]["spatial"]["inputs"] == {"crops": ["snippets", 1, 64], "patches": ["snippets", 21, 64]}
     assert m["graphs"]["temporal"]["inputs"] == {"features": ["batch", "time", 1, 64]}
     assert m["graphs"]["temporal"]["outputs"] == {"scores": ["batch", "time"]}
-    assert set(m["source"]["sha256"]) == {"spatial.onnx", "temporal.onnx"}
+    assert m["graphs"]["temporal_at"]["inputs"] == {"features": ["batch", "time", 1, 64], "positions": ["positions"]}
+    assert m["graphs"]["temporal_at"]["outputs"] == {"scores": ["batch", "positions"]}
+    assert set(m["source"]["sha256"]) == {"spatial.onnx", "temporal.onnx", "temporal_at.onnx"}
 
 
 def test_stage_one_bundle_has_no_spatial_graph(tmp_path):

@@ -74,7 +74,7 @@ def test_backbone_with_a_checkpoint_makes_one_bundle(tmp_path):
                         "--frame-size", "64", "48", "--crop-size", "32", "--patch-size", "32"]) == 0
     bundle = Bundle(out)
     m = bundle.manifest
-    assert m.stage == 3 and set(m.graphs) == {"spatial", "temporal", "backbone"}
+    assert m.stage == 3 and set(m.graphs) == {"spatial", "temporal", "temporal_at", "backbone"}
     # Crops and patches share one size here, so the graph's spatial dims are fixed.
     assert m.graphs["backbone"].inputs == {"clips": ["clips", 3, 16, 32, 32]}
     assert Geometry.from_manifest(m).grids == (23, 35) and m.preprocessing["grids"] == [23, 35]

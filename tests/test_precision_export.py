@@ -68,16 +68,22 @@ def export(out, weights, *extra):
     return out
 
 
-def snippet_scores(bundle: Bundle, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(features of every clip, the scores of the snippets as one window), through the one
-    preprocessing path and the bundle's own graphs."""
+def _window_features(bundle: Bundle, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crop [T, C, F] and patch [T, ΣP, F] features of the frames' snippets, through the one
+    preprocessing path and the bundle's backbone."""
     pre = Preprocessor(Geometry.from_manifest(bundle.manifest))
     crops, patches = [], []
     for start in range(0, len(frames) - 15, 16):
         c, p = pre.snippet(frames[start:start + 16])
         crops.append(bundle.backbone(c))
         patches.append(bundle.backbone(p))
-    crops, patches = np.stack(crops), np.stack(patches)
+    return np.stack(crops), np.stack(patches)
+
+
+def snippet_scores(bundle: Bundle, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(features of every clip, the scores of the snippets as one window), through the one
+    preprocessing path and the bundle's own graphs."""
+    crops, patches = _window_features(bundle, frames)
     scores = bundle.scores(bundle.fuse(crops, patches)[None])[0]
     features = np.concatenate([crops.reshape(-1, crops.shape[-1]), patches.reshape(-1, patches.shape[-1])])
     return features, scores
@@ -160,10 +166,16 @@ def test_fp16_export_records_its_score_difference_and_loads(tmp_path, footage, w
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
     # Inputs and outputs keep their types, so the monitor feeds it as it feeds fp32.
     bundle = Bundle(fp16)
-    assert all(i.type == "tensor(float)" for s in bundle.sessions.values() for i in s.get_inputs() + s.get_outputs())
+    types = {(name, i.name): i.type for name, s in bundle.sessions.items() for i in s.get_inputs() + s.get_outputs()}
+    assert types.pop(("temporal_at", "positions")) == "tensor(int64)"
+    assert set(types.values()) == {"tensor(float)"}
     f32, s32 = snippet_scores(Bundle(fp32), test_frames)
     f16, s16 = snippet_scores(bundle, test_frames)
     assert cosines(f16, f32).min() > 0.999 and np.abs(s16 - s32).max() < 1e-2
+    # The engine's graph in fp16 gives what the fp16 temporal graph gives, position by position.
+    window = bundle.fuse(*_window_features(bundle, test_frames))[None]
+    positions = np.arange(window.shape[1])
+    assert np.abs(bundle.scores_at(window, positions) - bundle.scores(window)).max() < 1e-3
 
 
 def test_io_binding_scores_equal_the_plain_run_on_the_cpu(footage):

@@ -115,7 +115,7 @@ class Localiser:
         fused = self.run(self.bundle.fuse, crops, variants)                               # [P + 1, C, F]
         windows = np.repeat(np.asarray(ctx.window, np.float32)[None], p + 1, axis=0)
         windows[:, ctx.position] = fused
-        scores = self.run(self.bundle.scores, windows)[:, ctx.position]                   # [P + 1]
+        scores = self.run(self.bundle.scores_at, windows, [ctx.position])[:, 0]            # [P + 1]
         self.calls += 1
         return (scores[0] - scores[1:]).astype(np.float64)
 

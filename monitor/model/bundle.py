@@ -7,13 +7,15 @@ import numpy as np
 import onnxruntime as ort
 
 from monitor.model.manifest import (BACKBONE_INPUTS, BACKBONE_OUTPUTS, SPATIAL_INPUTS, SPATIAL_OUTPUTS,
-                              TEMPORAL_INPUTS, TEMPORAL_OUTPUTS, BundleError, Manifest)
+                                    TEMPORAL_AT_INPUTS, TEMPORAL_AT_OUTPUTS, TEMPORAL_INPUTS, TEMPORAL_OUTPUTS,
+                                    BundleError, Manifest)
 from monitor.model.integrity import check_graph
 from monitor.model.providers import GPU_PROVIDERS, create_session, physical_cores, scoring_layout
 
 EXPECTED_IO = {
     "spatial": (SPATIAL_INPUTS, SPATIAL_OUTPUTS),
     "temporal": (TEMPORAL_INPUTS, TEMPORAL_OUTPUTS),
+    "temporal_at": (TEMPORAL_AT_INPUTS, TEMPORAL_AT_OUTPUTS),
     "backbone": (BACKBONE_INPUTS, BACKBONE_OUTPUTS),
 }
 
@@ -97,6 +99,8 @@ class Bundle:
         m = self.manifest
         c, f, p = m.crops, m.feature_size, sum(m.patches)
         expect = {"temporal": {"features": [None, None, c, f]}} if m.stage >= 1 else {}
+        if "temporal_at" in m.graphs:
+            expect["temporal_at"] = {"features": [None, None, c, f]}
         if "backbone" in m.graphs:
             if m.graphs["backbone"].outputs.get("features", [None, f])[1:] != [f]:
                 raise BundleError(f"{source}: field 'feature_size' says {f} but 'graphs.backbone.outputs.features' is "
@@ -161,6 +165,23 @@ class Bundle:
         """[B, T, C, F] fused snippets -> [B, T] crop-averaged scores."""
         return self._run(
             "temporal", {"features": np.ascontiguousarray(window, dtype=np.float32)}, run_options)[0]
+
+    @property
+    def has_temporal_at(self) -> bool:
+        return "temporal_at" in self.sessions
+
+    def scores_at(self, window: np.ndarray, positions, run_options=None) -> np.ndarray:
+        """[B, T, C, F] fused snippets, positions [K] in 0..T-1 -> [B, K]: the scores `scores`
+        gives at those positions, through the temporal_at graph, which computes only them (a
+        bundle exported before it existed computes all T and picks)."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        length = np.shape(window)[1]
+        if positions.size and not (0 <= positions.min() and positions.max() < length):
+            raise ValueError(f"positions {positions.tolist()} do not all lie in the window of {length}")
+        if not self.has_temporal_at:
+            return self.scores(window, run_options)[:, positions]
+        return self._run("temporal_at", {"features": np.ascontiguousarray(window, dtype=np.float32),
+                                         "positions": positions}, run_options)[0]
 
     @property
     def takes_pixels(self) -> bool:

@@ -21,6 +21,10 @@ SPATIAL_INPUTS = ("crops", "patches")
 SPATIAL_OUTPUTS = ("fused",)
 TEMPORAL_INPUTS = ("features",)
 TEMPORAL_OUTPUTS = ("scores",)
+# temporal_at: the temporal head at chosen positions of the window (export.temporal_at), what
+# the live engine runs; a bundle without it is scored through `temporal` alone.
+TEMPORAL_AT_INPUTS = ("features", "positions")
+TEMPORAL_AT_OUTPUTS = ("scores",)
 BACKBONE_INPUTS = ("clips",)
 BACKBONE_OUTPUTS = ("features",)
 # Numeric precision of a graph's arithmetic: fp32 as exported, int8 (statically quantised
@@ -189,7 +193,7 @@ class Manifest:
         if stage == 0:
             if "backbone" not in graphs:
                 raise BundleError(f"{source}: field 'graphs.backbone' is missing (stage 0 is a backbone-only bundle)")
-            head = sorted(set(graphs) & {"spatial", "temporal"})
+            head = sorted(set(graphs) & {"spatial", "temporal", "temporal_at"})
             if head:
                 raise BundleError(f"{source}: field 'graphs.{head[0]}' present but stage 0 is a backbone-only bundle")
         elif "temporal" not in graphs:
