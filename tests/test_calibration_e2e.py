@@ -103,7 +103,9 @@ def test_calibrated_on_the_first_half_of_vtest_the_demo_bundle_stays_quiet_on_th
 def test_a_camera_learns_before_it_alerts_then_calibrates_itself_and_stores_it(tmp_path):
     # 25 fps, 16-frame snippets of 0.64 s. Learning takes the first 20 s (32 snippets), bright
     # stretch included: the bundle's threshold would alert on it, a learning camera does not.
-    # After learning, a long bright stretch (10 snippets) raises the one alert.
+    # After learning, a long bright stretch (10 snippets) raises the one alert. The file is
+    # paced: read as fast as it decodes, learning could end before the subscriber's first
+    # status message arrives (it did once under the full suite's load).
     bundle = cached_bundle()
     video = write_video(tmp_path / "hall.avi", [(64, DARK), (64, BRIGHT), (16 * 30, DARK), (160, BRIGHT), (64, DARK)])
     state = tmp_path / "state"
@@ -118,6 +120,7 @@ endpoint = "{ep}"
 [[cameras]]
 name = "hall"
 url = "{video}"
+pace = true
 learn_s = 20
 """)
     sub = Subscriber(ep, topics=("status",))
