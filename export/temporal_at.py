@@ -24,7 +24,9 @@ from training.relation import RelationBlock
 from training.ssrl import SSRL
 
 DILATIONS = (1, 2, 4)      # conv_1, conv_2, conv_3 of the relation block
-REACH = max(DILATIONS) + 1  # how far from an output position its inputs lie (conv_5 adds 1)
+# Zero padding of x on each side: a fused position lies at most 1 outside the window (conv_5's
+# neighbours) and the widest dilated convolution reads 4 beyond it.
+REACH = max(DILATIONS) + 1
 
 
 def _taps_linear(taps: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
