@@ -214,11 +214,11 @@ def convert_existing(args, console) -> int:
     from monitor.model.manifest import BundleError
     started = time.perf_counter()
     try:
-        Bundle(args.bundle, providers="cpu")  # a source that does not load is named before any work
+        source = Bundle(args.bundle, providers="cpu")  # a source that does not load is named before any work
         if args.temporal_at:
             from export.temporal_weights import add_temporal_at
             with console.status("reading the temporal head back and exporting temporal_at"):
-                manifest = add_temporal_at(args.bundle, args.out)
+                manifest = add_temporal_at(source, args.out)
         elif args.uint8_input:
             manifest = pixel_version(args, console)
         else:

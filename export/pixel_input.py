@@ -16,8 +16,6 @@ takes float clips [N, 3, T, H, W] RGB, and the monitor runs both.
 """
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from monitor.model.integrity import sha256
+from export.bundle_copy import copy_bundle, rewrite_manifest
 from monitor.model.manifest import BACKBONE_INPUTS, MANIFEST_NAME, PIXEL_INPUT, BundleError, Manifest
 
 PREFIX = "pixel_input/"  # names of the nodes and tensors this adds
@@ -85,10 +83,7 @@ def upgrade_bundle(source: str | Path, out: str | Path) -> Manifest:
         raise BundleError(f"{where}: has no backbone graph to give a pixel input")
     if manifest.backbone_input == PIXEL_INPUT:
         raise BundleError(f"{where}: field 'backbone_input' says the backbone takes pixels already")
-    if out.resolve() != source.resolve():
-        if out.exists() and any(out.iterdir()):
-            raise BundleError(f"{out}: exists and is not empty; give a new directory")
-        shutil.copytree(source, out, dirs_exist_ok=True)
+    copy_bundle(source, out)
     spec = manifest.graphs["backbone"]
     path = out / spec.file
     model = pixel_input(onnx.load(str(path)))
@@ -97,14 +92,7 @@ def upgrade_bundle(source: str | Path, out: str | Path) -> Manifest:
     n, _, t, h, w = spec.inputs["clips"]
     spec.inputs = {"clips": [n, t, h, w, 3]}
     manifest.backbone_input = dict(PIXEL_INPUT)
-    sums = manifest.source.get("sha256")
-    if isinstance(sums, dict):
-        sums[spec.file] = sha256(path)
-    # Written over the copy as read, so fields this monitor does not know survive.
-    data = json.loads((out / MANIFEST_NAME).read_text())
-    data.update({k: v for k, v in manifest.to_dict().items() if k in ("graphs", "backbone_input", "source")})
-    (out / MANIFEST_NAME).write_text(json.dumps(data, indent=2) + "\n")
-    return Manifest.read(out)
+    return rewrite_manifest(out, manifest, ("graphs", "backbone_input", "source"), [spec.file])
 
 
 def main(argv=None) -> int:

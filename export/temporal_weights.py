@@ -11,8 +11,6 @@ back is then checked: the head in PyTorch must give the graph's own scores, or n
 """
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +19,9 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from export.bundle_copy import copy_bundle, rewrite_manifest
 from export.onnx_graphs import TemporalHead, export_temporal_at
 from monitor.model.bundle import Bundle
-from monitor.model.integrity import sha256
 from monitor.model.manifest import MANIFEST_NAME, BundleError, GraphSpec, Manifest
 from training.ssrl import SSRL, SSRLConfig
 
@@ -67,7 +65,7 @@ def temporal_head(bundle: Bundle) -> SSRL:
     checked against it; BatchNorms the exporter folded into a convolution become identities."""
     m = bundle.manifest
     graph_file = bundle.path / m.graphs["temporal"].file
-    where = f"{graph_file}"
+    where = str(graph_file)
     if m.graphs["temporal"].precision != "fp32":
         raise BundleError(f"{where}: is {m.graphs['temporal'].precision}; add temporal_at to its fp32 bundle, "
                           "then convert that")
@@ -98,29 +96,19 @@ def temporal_head(bundle: Bundle) -> SSRL:
     return model
 
 
-def add_temporal_at(source: Path, out: Path) -> Manifest:
-    """Copy bundle `source` to `out` with a temporal_at graph made from its temporal graph."""
-    source, out = Path(source), Path(out)
-    bundle = Bundle(source, providers="cpu")
+def add_temporal_at(bundle: Bundle, out: Path) -> Manifest:
+    """Copy the loaded bundle to `out` with a temporal_at graph made from its temporal graph."""
+    source, out = bundle.path, Path(out)
     where = source / MANIFEST_NAME
     if bundle.manifest.stage == 0:
         raise BundleError(f"{where}: is a backbone-only bundle (stage 0); it has no temporal head")
     if "temporal_at" in bundle.manifest.graphs:
         raise BundleError(f"{where}: field 'graphs.temporal_at': the bundle has it already")
     model = temporal_head(bundle)
-    if out.exists() and any(out.iterdir()):
-        raise BundleError(f"{out}: exists and is not empty; give a new directory")
-    shutil.copytree(source, out, dirs_exist_ok=True)
+    copy_bundle(source, out)
     file = "temporal_at.onnx"
     io = export_temporal_at(model, out / file)
     manifest = Manifest.read(out)
     manifest.graphs["temporal_at"] = GraphSpec(file, io["inputs"], io["outputs"])
-    sums = manifest.source.get("sha256")
-    if isinstance(sums, dict):
-        sums[file] = sha256(out / file)
     manifest.source["temporal_at"] = f"read back from {bundle.manifest.graphs['temporal'].file} (--temporal-at)"
-    # Written over the copy as read, so fields this monitor does not know survive.
-    data = json.loads((out / MANIFEST_NAME).read_text())
-    data.update({k: v for k, v in manifest.to_dict().items() if k in ("graphs", "source")})
-    (out / MANIFEST_NAME).write_text(json.dumps(data, indent=2) + "\n")
-    return Manifest.read(out)
+    return rewrite_manifest(out, manifest, ("graphs", "source"), [file])

@@ -69,7 +69,7 @@ class SlidingWindow:
     The temporal head sees the whole window; the score reported is that of the newest
     snippet, or with a look-ahead of d, of snippet t - d, which then has d snippets of future
     context (at the cost of d snippets of latency). Only the last d + 1 positions are ever
-    read (`positions`), so only they are scored. Several pushes may be scored together
+    read (`reported_positions`), so only they are scored. Several pushes may be scored together
     (a camera that is behind has several snippets in a batch): each step keeps its own view."""
 
     def __init__(self, window: int, lookahead: int = 0):
@@ -94,11 +94,6 @@ class SlidingWindow:
         self._meta.append(meta)
         self._pushed += 1
         return WindowStep(np.stack(self._features), tuple(self._meta), self._pushed)
-
-    def positions(self, step: WindowStep) -> np.ndarray:
-        """The positions of the step's window that `report` and `flush` may read: the last d + 1."""
-        n = len(step.metas)
-        return np.arange(max(0, n - 1 - self.lookahead), n)
 
     def report(self, step: WindowStep, scores: np.ndarray) -> list[tuple[object, float]]:
         """Scores [T] of a step's window (steps in push order) -> [(meta, score)] to report
@@ -129,19 +124,27 @@ class SlidingWindow:
         return out
 
 
-def score_windows(scores_at, windows: list[np.ndarray], positions: list[np.ndarray]) -> list[np.ndarray]:
-    """Windows [T_i, C, F] and the positions wanted of each -> scores [T_i] each, NaN where
-    not wanted. `scores_at(batch, positions)` is Bundle.scores_at; one call per distinct
-    length and positions (windows alike, from different cameras, share the call)."""
+def reported_positions(length: int, lookahead: int = 0) -> np.ndarray:
+    """The positions of a window of `length` that SlidingWindow.report and flush read with a
+    look-ahead of d: the last d + 1."""
+    return np.arange(max(0, length - 1 - lookahead), length)
+
+
+def score_windows(scores_at, windows: list[np.ndarray], lookahead: int = 0) -> list[np.ndarray]:
+    """Windows [T_i, C, F] -> scores [T_i] each at the positions a SlidingWindow with this
+    look-ahead reads (reported_positions), NaN elsewhere. `scores_at(batch, positions)` is
+    Bundle.scores_at; one call per distinct length (windows of equal length, from different
+    cameras, share the call)."""
     out: list[np.ndarray | None] = [None] * len(windows)
-    groups: dict[tuple, list[int]] = {}
-    for i, (w, p) in enumerate(zip(windows, positions)):
-        groups.setdefault((len(w), tuple(int(x) for x in p)), []).append(i)
-    for (length, wanted), indices in groups.items():
-        scores = scores_at(np.stack([windows[i] for i in indices]), np.array(wanted, np.int64))
+    by_length: dict[int, list[int]] = {}
+    for i, w in enumerate(windows):
+        by_length.setdefault(len(w), []).append(i)
+    for length, indices in by_length.items():
+        wanted = reported_positions(length, lookahead)
+        scores = scores_at(np.stack([windows[i] for i in indices]), wanted)
         for row, i in zip(scores, indices):
             out[i] = np.full(length, np.nan, np.float32)
-            out[i][list(wanted)] = row
+            out[i][wanted] = row
     return out
 
 
@@ -155,7 +158,7 @@ def stream_scores(bundle: Bundle, crops: np.ndarray, patches: np.ndarray | None,
     out = np.full(len(fused), np.nan, np.float32)
     for t in range(len(fused)):
         step = sliding.push(fused[t], t)
-        scores = score_windows(bundle.scores_at, [step.window], [sliding.positions(step)])[0]
+        scores = score_windows(bundle.scores_at, [step.window], lookahead)[0]
         for index, score in sliding.report(step, scores):
             out[index] = score
     for index, score in sliding.flush():
@@ -506,8 +509,7 @@ class Engine:
         for thread in others:
             thread.join()
         windows = [np.repeat(fused[:1], self.window, axis=0)] * max(1, min(n, len(self.cameras)))
-        score_windows(lambda w, p: self._run(self.bundle.scores_at, w, p), windows,
-                      [np.arange(self.window - 1 - self.lookahead, self.window)] * len(windows))
+        score_windows(lambda w, p: self._run(self.bundle.scores_at, w, p), windows, self.lookahead)
 
     def start(self) -> "Engine":
         loops = [(self._score_loop, "engine" if self.workers == 1 else f"engine-{i}") for i in range(self.workers)]
@@ -661,7 +663,7 @@ class Engine:
             steps.append(cam.window.push(f, Reported(info, snippet.keyframe, snippet.received, features)))
             kept.append((cam, snippet))
         scores = score_windows(lambda w, p: self._run(self.bundle.scores_at, w, p), [step.window for step in steps],
-                               [cam.window.positions(step) for (cam, _), step in zip(kept, steps)])
+                               self.lookahead)  # every camera's window has the engine's look-ahead
         self.batches += 1
         self.shared_batches += len({id(cam) for cam, _ in batch}) > 1
         self.snippets_scored += n

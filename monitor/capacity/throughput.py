@@ -132,8 +132,7 @@ def inference_bound(bench: Bench, batches: list[int], cameras: int, budget_s: fl
                 return
             n, windows = job
             out = fused_features(bundle, prepared[:n])[0]
-            score_windows(bundle.scores_at, [np.concatenate([win[:-1], out[i:i + 1]]) for i, win in enumerate(windows)],
-                          [[len(win) - 1] for win in windows])
+            score_windows(bundle.scores_at, [np.concatenate([win[:-1], out[i:i + 1]]) for i, win in enumerate(windows)])
             with lock:
                 done[0] += n
 
