@@ -6,8 +6,8 @@ from PIL import Image
 
 import cv2
 from monitor.model.manifest import Manifest
-from monitor.video.preprocess import (Geometry, GeometryError, Preprocessor, grid_edges, resize_planes, scale,
-                                snippet_count)
+from monitor.video.preprocess import (Geometry, GeometryError, Preprocessor, fast_interpolation, grid_edges,
+                                     resize_planes, scale, snippet_count, stacks_exactly)
 from tests.i3d_helpers import SMALL, read_frames, sample_video
 
 RNG = np.random.default_rng(0)
@@ -139,6 +139,41 @@ def test_patches_concatenate_grids_in_order_and_equal_resized_cells(tmp_path):
             cell = resize_planes(planes[:, :, top:bottom, left:right], (16, 16), resize)
             np.testing.assert_array_equal(patches[k + len(alone) - 1], expected_scale(cell))
             k += len(alone)
+
+
+DEMO_GEOMETRY = Geometry(frame_size=(96, 96), crop_size=96, crops=1, patch_size=24)
+
+
+@pytest.mark.parametrize("geometry", [DEMO_GEOMETRY, SMALL, Geometry(patch_size=56), Geometry(patch_size=224)],
+                         ids=["demo", "small", "published-56", "published"])
+def test_every_patch_equals_its_cell_resized_frame_by_frame(geometry, tmp_path):
+    """The fast path resizes a cell's 16 frames in one call where that is exact; every patch of
+    every grid must still be the cell of each frame resized alone, byte for byte."""
+    frames = read_frames(sample_video("vtest.avi", tmp_path), limit=16)
+    pre = Preprocessor(geometry)
+    small = pre.small(frames)
+    patches, p, k = pre.patch_pixels(small), geometry.patch_size, 0
+    for grid in geometry.grids:
+        for top, bottom, left, right in geometry.patch_boxes(grid):
+            interpolation = fast_interpolation((bottom - top, right - left), (p, p))
+            alone = np.stack([cv2.resize(np.ascontiguousarray(frame[top:bottom, left:right]), (p, p),
+                                         interpolation=interpolation) for frame in small])
+            np.testing.assert_array_equal(patches[k], alone, err_msg=f"grid {grid} patch {k}")
+            k += 1
+    assert k == len(patches)
+
+
+def test_cells_stack_only_where_the_filter_stays_inside_each_frame():
+    # The demo's cells are at least as tall as its 24-pixel patches: all of them stack.
+    for box in [b for grid in DEMO_GEOMETRY.grids for b in DEMO_GEOMETRY.patch_boxes(grid)]:
+        assert stacks_exactly((box[1] - box[0], box[3] - box[2]), 24, 16)
+    # A cell shorter than its patch does not, and stacking it would indeed be wrong: bilinear
+    # would blend the rows of neighbouring frames where a frame alone is clamped.
+    cells = np.random.default_rng(3).integers(0, 256, (16, 12, 9, 3), dtype=np.uint8)
+    tall = cv2.resize(cells.reshape(16 * 12, 9, 3), (16, 16 * 16), interpolation=cv2.INTER_LINEAR).reshape(16, 16, 16, 3)
+    alone = np.stack([cv2.resize(cell, (16, 16), interpolation=cv2.INTER_LINEAR) for cell in cells])
+    assert not np.array_equal(tall, alone)
+    assert not stacks_exactly((12, 9), 16, 16)
 
 
 def test_fast_and_reference_pixels_stay_close_on_real_footage(tmp_path):
