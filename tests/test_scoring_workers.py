@@ -1,13 +1,14 @@
 """Scoring workers: batches scored side by side on the CPU (providers.scoring_layout), every
-camera's snippets still reported once each, in order, with the scores one worker gives."""
+camera's snippets still reported once each, in order, with the scores one worker gives; and
+each backbone batch run in cache-sized pieces there, with the features of one call."""
 from __future__ import annotations
 
 import numpy as np
 
-from monitor.config import CameraConfig, Config
+from monitor.config import DEMO_BUNDLE, CameraConfig, Config
 from monitor.engine import Engine
 from monitor.messages.publisher import Publisher
-from monitor.model.bundle import Bundle
+from monitor.model.bundle import CPU_CALL_BYTES, Bundle
 from monitor.model.providers import physical_cores, scoring_layout
 from tests.factories import DARK, cached_bundle, write_video
 from tests.live_helpers import endpoint, score_to_the_end
@@ -58,3 +59,31 @@ def test_a_bundle_for_the_live_engine_takes_the_layout_and_offline_use_keeps_one
     assert (live.workers, live.threads) == scoring_layout(["cpu"], snippet_bytes=live.manifest.snippet_bytes())
     offline = Bundle(cached_bundle(), providers=["cpu"])
     assert (offline.workers, offline.threads) == (1, physical_cores())
+
+
+class CountingSession:
+    """The real ONNX Runtime session, its runs counted."""
+
+    def __init__(self, session):
+        self.session, self.runs = session, []
+
+    def run(self, outputs, feeds, run_options=None):
+        self.runs.append(len(feeds["clips"]))
+        return self.session.run(outputs, feeds, run_options)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+def test_on_the_cpu_the_backbone_runs_in_cache_sized_pieces_with_the_features_of_one_call():
+    demo = Bundle(DEMO_BUNDLE, providers=["cpu"])
+    clips = np.random.default_rng(5).integers(0, 256, (3 * 49, 16, 24, 24, 3), dtype=np.uint8)  # 3 snippets' patches
+    whole = demo.sessions["backbone"].run(None, {"clips": clips})[0]
+    counted = demo.sessions["backbone"] = CountingSession(demo.sessions["backbone"])
+    pieces = demo.backbone(clips)
+    per_call = CPU_CALL_BYTES // clips[0].nbytes
+    assert 1 <= per_call < len(clips)
+    assert counted.runs == [per_call] * (len(clips) // per_call) + ([len(clips) % per_call] if len(clips) % per_call else [])
+    np.testing.assert_allclose(pieces, whole, rtol=1e-5, atol=1e-6)
+    counted.runs.clear()
+    assert demo.backbone(clips[:1]).shape == (1, whole.shape[1]) and counted.runs == [1]

@@ -17,9 +17,9 @@ import numpy as np
 from monitor.capacity.context import Bench
 
 KEYS = {
-    "backbone_ort_vs_torch": "PyTorch eager time / ONNX Runtime time, same graph, weights, inputs, and the threads of "
-                            "one of the engine's graph runs (None: no PyTorch; a full-size backbone: the first 8 "
-                            "clips of each call)",
+    "backbone_ort_vs_torch": "PyTorch eager time / ONNX Runtime time, same graph, weights, inputs, the same pieces "
+                            "of each batch and the threads of one of the engine's graph runs (None: no PyTorch; a "
+                            "full-size backbone: the first 8 clips of each call)",
     "torch_agreement": "largest relative difference of the PyTorch twin's features to ONNX Runtime's",
 }
 TWIN_CLIPS = 8  # clips per call compared, for a full-size backbone
