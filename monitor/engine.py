@@ -189,10 +189,11 @@ def synthetic_model_warning(manifest, name: str, cameras) -> str | None:
 
 # A batch holds at most this many bytes of backbone input (pixels as uint8), so that a large
 # backbone (I3D: 59 clips of 16 x 224 x 224, 142 MB a snippet) is fed a snippet at a time
-# while a small one (the demo: 1.8 MB) batches up to 17 cameras' snippets into one call. The
-# graphs' working memory grows with the batch (the demo's: about 50 MB a snippet), and the
-# engine takes it at start (warm_up), so this also bounds the monitor's memory: scoring
-# workers running side by side share the bound.
+# while a small one (the demo: 1.8 MB) batches up to 17 cameras' snippets into one call. On
+# a GPU the graphs' working memory grows with the batch, and the engine takes it at start
+# (warm_up), so this also bounds the monitor's memory: scoring workers running side by side
+# share the bound. (On a CPU the backbone runs a batch in cache-sized pieces,
+# Bundle.backbone_pieces, so there its working memory is a piece's.)
 MAX_BATCH_BYTES = 32 << 20
 
 
