@@ -510,7 +510,7 @@ class Engine:
         for thread in others:
             thread.join()
         windows = [np.repeat(fused[:1], self.window, axis=0)] * max(1, min(n, len(self.cameras)))
-        score_windows(lambda w, p: self._run(self.bundle.scores_at, w, p), windows, self.lookahead)
+        score_windows(self._scores_at, windows, self.lookahead)
 
     def start(self) -> "Engine":
         loops = [(self._score_loop, "engine" if self.workers == 1 else f"engine-{i}") for i in range(self.workers)]
@@ -561,6 +561,10 @@ class Engine:
     def _run(self, graph, *inputs):
         """A bundle graph under the engine's RunOptions, which stop() uses to cut a run short."""
         return graph(*inputs, run_options=self._run_options)
+
+    def _scores_at(self, windows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Bundle.scores_at under the engine's RunOptions (score_windows calls it)."""
+        return self._run(self.bundle.scores_at, windows, positions)
 
     # ------------------------------------------------------------------ scoring thread
     def _score_loop(self) -> None:
@@ -663,8 +667,8 @@ class Engine:
                                snippet.first_position, snippet.last_position)
             steps.append(cam.window.push(f, Reported(info, snippet.keyframe, snippet.received, features)))
             kept.append((cam, snippet))
-        scores = score_windows(lambda w, p: self._run(self.bundle.scores_at, w, p), [step.window for step in steps],
-                               self.lookahead)  # every camera's window has the engine's look-ahead
+        # Every camera's window has the engine's look-ahead.
+        scores = score_windows(self._scores_at, [step.window for step in steps], self.lookahead)
         self.batches += 1
         self.shared_batches += len({id(cam) for cam, _ in batch}) > 1
         self.snippets_scored += n

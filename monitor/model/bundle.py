@@ -213,10 +213,8 @@ class Bundle:
             raise ValueError(f"{self.path}: this backbone takes float clips [N, 3, T, H, W], not uint8 pixels")
         else:
             clips = np.ascontiguousarray(clips, dtype=np.float32)
-        pieces = self.backbone_pieces(clips)
-        if len(pieces) == 1:
-            return self._run("backbone", {"clips": clips}, run_options)[0]
-        return np.concatenate([self._run("backbone", {"clips": piece}, run_options)[0] for piece in pieces])
+        features = [self._run("backbone", {"clips": piece}, run_options)[0] for piece in self.backbone_pieces(clips)]
+        return features[0] if len(features) == 1 else np.concatenate(features)
 
     def backbone_pieces(self, clips: np.ndarray) -> list[np.ndarray]:
         """The calls `backbone` makes for a batch of clips: on a CPU, views of at most
