@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import onnx
@@ -16,6 +18,7 @@ from export.__main__ import main as export_main
 from export.pixel_input import upgrade_bundle
 from monitor.capacity.context import VIDEOS, Bench
 from monitor.capacity.flops import graph_flops
+from monitor.capacity.threads import cpu_by_role, since
 from monitor.config import DEMO_BUNDLE
 from monitor.model.bundle import Bundle
 from monitor.model.cpu_graph import conv3d_as_conv2d
@@ -42,7 +45,9 @@ KEYS = {
     "inference_cpu_ms_per_snippet": (NUMBER, 0.0, None), "engine_efficiency_cpu": (NUMBER, 0.0, 3.0),
     "cameras_per_core_by_cpu": (NUMBER, 0.0, None), "stage": (int, 1, 4), "crops": (int, 1, 10),
     "patches": (int, 0, None), "threads": (int, 1, None), "decode_ms_per_frame": (NUMBER, 0.0, None),
-    "video_fps": (NUMBER, 1.0, None),
+    "video_fps": (NUMBER, 1.0, None), "reader_cpu_ms_per_snippet": (NUMBER, 0.0, None),
+    "worker_cpu_ms_per_snippet": (NUMBER, 0.0, None), "engine_efficiency_ceiling": (NUMBER, 0.0, 1.0),
+    "engine_efficiency_net": (NUMBER, 0.0, None),
 }
 
 
@@ -240,6 +245,33 @@ def test_flops_are_counted_from_the_graph():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     # Conv: [2, 8, 16, 16, 16] outputs x 3 * 27 multiply-adds; MatMul: [2, 5] x 8.
     assert graph_flops(model, [2, 3, 16, 32, 32]) == 2 * (2 * 8 * 16 ** 3 * 81 + 2 * 5 * 8)
+
+
+def test_thread_cpu_is_counted_to_the_role_the_thread_is_named_for():
+    # A busy thread named as a camera reader, an idle one named as a scoring worker: the CPU
+    # the first burns shows under "readers", none under "workers". Both are read while alive
+    # (an ended thread leaves /proc).
+    burnt, release = threading.Event(), threading.Event()
+
+    def busy():
+        end = time.thread_time() + 0.4
+        while time.thread_time() < end:
+            sum(range(1000))
+        burnt.set()
+        release.wait()
+
+    before = cpu_by_role()
+    threads = [threading.Thread(target=release.wait, name="engine-0"), threading.Thread(target=busy, name="source-cam0")]
+    for thread in threads:
+        thread.start()
+    burnt.wait(30)
+    spent = since(before, cpu_by_role())
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert spent is not None, "Linux's per-thread counters are there on this machine"
+    assert spent["readers"] >= 0.3, spent
+    assert spent["workers"] < 0.05, spent
 
 
 # ----------------------------------------------------------------------------- live

@@ -18,10 +18,12 @@ import uuid
 
 import numpy as np
 
+from monitor.capacity import threads
 from monitor.capacity.context import FPS, Bench, side_by_side
 from monitor.config import CameraConfig, Config
 from monitor.engine import Engine, batch_limit, fused_features, score_windows
 from monitor.messages.publisher import Publisher
+from monitor.model.providers import cpu_only
 
 KEYS = {
     "engine_snippets_per_s": "snippets scored per second, N cameras read as fast as they decode",
@@ -36,6 +38,14 @@ KEYS = {
     "cameras_per_core_by_cpu": "25 fps cameras one core's CPU time covers at engine_cpu_ms_per_snippet "
                                "(the sizing rule; cameras_at_25fps is the count found by trying)",
     "cores_used": "cores the measurements ran on",
+    "reader_cpu_ms_per_snippet": "CPU time of the camera reader threads per snippet they made in that run: decoding, "
+                                 "resizing each frame, preparing the snippet's clips (Linux per-thread counters)",
+    "worker_cpu_ms_per_snippet": "CPU time of the scoring workers per snippet scored in that run: the graphs, batching, "
+                                 "the heads, the alert policy",
+    "engine_efficiency_ceiling": "inference_cpu / (inference_cpu + reader_cpu): the most engine_efficiency can be where "
+                                 "the readers share the graphs' cores (a CPU provider), whatever the engine does",
+    "engine_efficiency_net": "engine_efficiency / engine_efficiency_ceiling: how close the engine comes to the graphs "
+                             "once the readers' own work is counted (1: it loses nothing around the calls)",
 }
 LATENCY_KEYS = {
     "latency_ms_p50": "median: a snippet's last frame read -> its score published, N paced 25 fps cameras (ms)",
@@ -73,11 +83,14 @@ def run_engine(bench: Bench, cameras: int, *, paced: bool, seconds: float, min_b
         engine.warm_up()
         engine.start()
         started = time.perf_counter()
+        cpu_before, read_before, scored_before = threads.cpu_by_role(), snippets_read(engine), engine.snippets_scored
         engine.wait(seconds)  # looped sources never end: this is the run's length
         limit = started + max(120.0, 10 * seconds)
         while engine.batches < min_batches and engine.error is None and time.perf_counter() < limit:
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
+        roles = threads.since(cpu_before, threads.cpu_by_role())
+        read, scored_in_span = snippets_read(engine) - read_before, engine.snippets_scored - scored_before
         with engine._cond:
             dropped = sum(c.dropped for c in engine.cameras)
             behind = max(len(c.pending) for c in engine.cameras)
@@ -90,7 +103,13 @@ def run_engine(bench: Bench, cameras: int, *, paced: bool, seconds: float, min_b
     if engine.error:
         raise engine.error
     return {"scored": scored, "elapsed": elapsed, "dropped": dropped, "behind": behind,
-            "batches": list(engine.batch_sizes), "snippets": engine.snippets_scored}
+            "batches": list(engine.batch_sizes), "snippets": engine.snippets_scored,
+            "cpu_by_role": roles, "snippets_read": read, "snippets_scored_in_span": scored_in_span}
+
+
+def snippets_read(engine: Engine) -> int:
+    """Snippets the cameras' readers have completed (and prepared) so far."""
+    return sum(cam.assembler.snippets for cam in engine.cameras)
 
 
 def steady_rate(scored: list[tuple]) -> tuple[float, float]:
@@ -156,13 +175,27 @@ def measure(bench: Bench) -> dict:
     bound = done / spent if spent else 0.0
     bound_cpu = cpu / done if done else float("nan")
     cores = bench.results.get("cores") or 1
+    roles = run["cpu_by_role"]
+    reader = roles["readers"] / run["snippets_read"] if roles and run["snippets_read"] else None
+    worker = roles["workers"] / run["snippets_scored_in_span"] if roles and run["snippets_scored_in_span"] else None
+    ceiling = bound_cpu / (bound_cpu + reader) if reader is not None and bound_cpu > 0 and backbone_on_cpu(bench) else None
+    efficiency = rate / bound if bound else None
     return {"engine_snippets_per_s": round(rate, 2), "inference_bound_snippets_per_s": round(bound, 2),
-            "engine_efficiency": round(rate / bound, 3) if bound else None,
+            "engine_efficiency": round(efficiency, 3) if efficiency is not None else None,
             "mean_batch": round(float(np.mean(batches)), 2),
             "engine_cpu_ms_per_snippet": round(engine_cpu * 1e3, 1), "inference_cpu_ms_per_snippet": round(bound_cpu * 1e3, 1),
             "engine_efficiency_cpu": round(bound_cpu / engine_cpu, 3) if engine_cpu > 0 else None,
             "cameras_per_core_by_cpu": round(1.0 / (engine_cpu * FPS / bench.geometry.snippet_length), 2)
-            if engine_cpu > 0 else None, "cores_used": cores}
+            if engine_cpu > 0 else None, "cores_used": cores,
+            "reader_cpu_ms_per_snippet": round(reader * 1e3, 1) if reader is not None else None,
+            "worker_cpu_ms_per_snippet": round(worker * 1e3, 1) if worker is not None else None,
+            "engine_efficiency_ceiling": round(ceiling, 3) if ceiling else None,
+            "engine_efficiency_net": round(efficiency / ceiling, 3) if ceiling and efficiency is not None else None}
+
+
+def backbone_on_cpu(bench: Bench) -> bool:
+    """The backbone runs on the CPU, on the cores the readers use."""
+    return cpu_only(bench.bundle.sessions["backbone"].get_providers())
 
 
 def measure_latency(bench: Bench) -> dict:
