@@ -12,20 +12,13 @@ import threading
 ROLES = {"readers": ("source-",), "workers": ("engine",)}
 
 
-def _ticks_per_second() -> int:
-    try:
-        return os.sysconf("SC_CLK_TCK")
-    except (ValueError, OSError, AttributeError):
-        return 100
-
-
 def cpu_by_role() -> dict[str, float] | None:
     """CPU seconds (user + system) each role's live Python threads have used so far; threads of
     no role are "other". None where the per-thread counters cannot be read (not Linux)."""
     tasks = f"/proc/{os.getpid()}/task"
     if not os.path.isdir(tasks):
         return None
-    tick = _ticks_per_second()
+    tick = os.sysconf("SC_CLK_TCK")  # the counters' unit
     names = {t.native_id: t.name for t in threading.enumerate()}
     spent = dict.fromkeys([*ROLES, "other"], 0.0)
     for tid in os.listdir(tasks):

@@ -23,7 +23,6 @@ from monitor.capacity.context import FPS, Bench, side_by_side
 from monitor.config import CameraConfig, Config
 from monitor.engine import Engine, batch_limit, fused_features, score_windows
 from monitor.messages.publisher import Publisher
-from monitor.model.providers import cpu_only
 
 KEYS = {
     "engine_snippets_per_s": "snippets scored per second, N cameras read as fast as they decode",
@@ -178,7 +177,8 @@ def measure(bench: Bench) -> dict:
     roles = run["cpu_by_role"]
     reader = roles["readers"] / run["snippets_read"] if roles and run["snippets_read"] else None
     worker = roles["workers"] / run["snippets_scored_in_span"] if roles and run["snippets_scored_in_span"] else None
-    ceiling = bound_cpu / (bound_cpu + reader) if reader is not None and bound_cpu > 0 and backbone_on_cpu(bench) else None
+    shared_cores = not bench.bundle.backbone_on_gpu  # readers and graphs on the same CPU
+    ceiling = bound_cpu / (bound_cpu + reader) if reader is not None and bound_cpu > 0 and shared_cores else None
     efficiency = rate / bound if bound else None
     return {"engine_snippets_per_s": round(rate, 2), "inference_bound_snippets_per_s": round(bound, 2),
             "engine_efficiency": round(efficiency, 3) if efficiency is not None else None,
@@ -191,11 +191,6 @@ def measure(bench: Bench) -> dict:
             "worker_cpu_ms_per_snippet": round(worker * 1e3, 1) if worker is not None else None,
             "engine_efficiency_ceiling": round(ceiling, 3) if ceiling else None,
             "engine_efficiency_net": round(efficiency / ceiling, 3) if ceiling and efficiency is not None else None}
-
-
-def backbone_on_cpu(bench: Bench) -> bool:
-    """The backbone runs on the CPU, on the cores the readers use."""
-    return cpu_only(bench.bundle.sessions["backbone"].get_providers())
 
 
 def measure_latency(bench: Bench) -> dict:

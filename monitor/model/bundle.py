@@ -143,6 +143,12 @@ class Bundle:
         return "backbone" in self.sessions
 
     @property
+    def backbone_on_gpu(self) -> bool:
+        """The backbone's session runs on a GPU provider (on the CPU it shares the cores the
+        camera readers use, and takes its batches in pieces)."""
+        return _on_gpu(self.sessions["backbone"])
+
+    @property
     def precision(self) -> str:
         """The backbone's precision (fp32, int8, fp16), where the bundle's cost lies."""
         graph = self.manifest.graphs.get("backbone") or self.manifest.graphs["temporal"]
@@ -220,7 +226,7 @@ class Bundle:
         """The calls `backbone` makes for a batch of clips: on a CPU, views of at most
         CPU_CALL_BYTES each (one clip at least); on a GPU the batch whole."""
         per_call = len(clips)
-        if per_call > 1 and not _on_gpu(self.sessions["backbone"]):
+        if per_call > 1 and not self.backbone_on_gpu:
             per_call = max(1, CPU_CALL_BYTES // clips[0].nbytes)
         return [clips[i:i + per_call] for i in range(0, len(clips), per_call)]
 
