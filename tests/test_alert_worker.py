@@ -4,11 +4,13 @@ the spot's cell) and a real publisher.
 
 - A worker that is behind locates every start, locates only the newest of the extensions that
   queued meanwhile, and publishes every event in order, with box and heat, once drained.
-- In the live engine, a localisation made slow for real (a spot bundle with wide features and
-  a long window, so that locating one snippet costs about 50 windows' worth) leaves the other
-  camera scoring: snippets of it are scored between the door's alert being decided and its
-  located start being published, and every alert event still arrives in order with its box,
-  heat, snapshot and clip."""
+- In the live engine, a localisation that is slow (a spot bundle with wide features and a long
+  window, so that locating one snippet costs about 50 windows' worth) and that, before its
+  first graph run, waits until the other camera has had two more snippets scored, leaves that
+  camera scoring: it is scored between the door's alert being decided and its located start
+  being published, and every alert event still arrives in order with its box, heat, snapshot
+  and clip. The wait makes the test independent of how fast the machine is; were locating done
+  on the scoring thread, the wait would run out and the test fail."""
 from __future__ import annotations
 
 import functools
@@ -143,15 +145,32 @@ def test_a_slow_localisation_leaves_the_other_cameras_scoring(tmp_path):
     config.cameras = [CameraConfig(url=str(door), name="door"), CameraConfig(url=str(hall), name="hall")]
     bundle = Bundle(slow_spot_bundle(), providers=["cpu"])
     publisher = Publisher(endpoint(), "test-worker")
-    heard, lock = [], threading.Lock()
+    heard, changed = [], threading.Condition()
 
     def listen(topic, message):   # on the publishing thread, in seq order
-        with lock:
+        with changed:
             heard.append((topic, message))
+            changed.notify_all()
+
+    def halls() -> int:
+        return sum(t == "score.hall" for t, _ in heard)
 
     publisher.add_listener(listen)
     engine = Engine(config, bundle, publisher)
+    # Locating begins only once the hall has had two more snippets scored (or after 120 s):
+    # the real graphs still run, after the wait; only the order is made certain.
+    run, waits = engine.localiser.run, []
+
+    def run_after_the_hall_scored(graph, *inputs):
+        if not waits:
+            with changed:
+                before = halls()
+                waits.append(changed.wait_for(lambda: halls() >= before + 2, timeout=120))
+        return run(graph, *inputs)
+
+    engine.localiser.run = run_after_the_hall_scored
     score_to_the_end(engine, publisher, 600)
+    assert waits == [True], "the hall was not scored while the door's alert was being located"
     alerts = [m for t, m in heard if t == "alert.door"]
     assert [a["event"] for a in alerts] == ["start", "end"], alerts
     start, end = alerts
