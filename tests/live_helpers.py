@@ -93,6 +93,16 @@ class Subscriber:
                     return
                 self.messages.append((frames[0].decode(), json.loads(frames[-1]), frames))
 
+    def drain(self, quiet: float = 0.5, timeout: float = 30.0) -> None:
+        """Receive until `quiet` seconds pass with nothing new: after the publisher has exited,
+        what it sent last may still be on its way in (one poll can stop at the first lull)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            before = len(self.messages)
+            self.poll(quiet)
+            if len(self.messages) == before:
+                return
+
     def wait_for(self, predicate, what: str, timeout: float = TIMEOUT, process: Process | None = None):
         """Receive until predicate(messages) is truthy; returns its value."""
         deadline = time.monotonic() + timeout

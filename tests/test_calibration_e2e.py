@@ -38,7 +38,7 @@ def _run(tmp_path, name, *args, sub=None):
             sub.wait_for(lambda ms: _statuses(sub), "a status message", process=proc)
         assert proc.wait(600) == 0, proc.stderr()
         if sub is not None:
-            sub.poll(0.5)
+            sub.drain()
     finally:
         proc.kill()
     return [e for e in read_events(events) if e["event"] == "start"]

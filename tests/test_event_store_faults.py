@@ -102,7 +102,7 @@ loop = true
         again_at = len(sub.messages)
         sub.wait_for(lambda ms: alerts(False, again_at), "an alert not stored in the second fault", process=proc)
         code = proc.terminate()
-        sub.poll(0.5)
+        sub.drain()
     finally:
         proc.kill()
         sub.close()

@@ -142,7 +142,7 @@ pace = true
         sub.wait_for(lambda ms: [m for m in sub.of("alert.door") if m["event"] == "end"], "the door's alert to end",
                      process=proc)
         assert proc.wait() == 0, proc.stderr()  # both files end: the monitor stops by itself
-        sub.poll(0.5)
+        sub.drain()
     finally:
         proc.kill()
         sub.close()

@@ -127,8 +127,10 @@ def test_a_paced_file_held_up_now_and_then_keeps_to_its_clock(tmp_path):
     assert len(arrived) == 16 * 8
     clock = (16 * 8 - 1) / 25.0  # when the last frame is due, from the first
     late = arrived[-1] - arrived[0] - clock
-    # Without catching up, each hold-up beyond three frames' time would be lag kept: 2 s in all.
-    assert -0.05 < late < 0.5, f"the last frame came {late:+.2f} s off the file's clock"
+    # Without catching up, each hold-up beyond three frames' time would be lag kept: 2 s in all;
+    # unpaced, the last frame would come seconds early. (The clock starts before the first read,
+    # so a slow first decode makes `late` a little negative.)
+    assert -0.3 < late < 0.5, f"the last frame came {late:+.2f} s off the file's clock"
 
 
 def test_snippets_follow_the_stride_and_restart_on_a_gap_or_a_new_resolution():

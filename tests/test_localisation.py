@@ -116,6 +116,8 @@ events = "{tmp_path / 'events.db'}"
 snapshots = "{tmp_path / 'snaps'}"
 [alerts]
 cooldown_s = 0.0
+[engine]
+max_pending = 64   # paced past real time: a stall of a loaded machine must not drop a snippet asserted on
 [[cameras]]
 name = "door"
 url = "{video}"

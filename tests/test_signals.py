@@ -30,7 +30,7 @@ def test_a_signal_mid_inference_stops_cleanly_and_closes_the_open_alert(tmp_path
                      process=proc)
         proc.proc.send_signal(sig)
         assert proc.wait() == code, proc.stderr()
-        sub.poll(1.0)
+        sub.drain()
     finally:
         proc.kill()
         sub.close()
