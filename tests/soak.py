@@ -155,8 +155,9 @@ class Collector(threading.Thread):
         sock.setsockopt_string(zmq.SUBSCRIBE, "")
         sock.connect(self.endpoint)
         self.ready.set()
-        while not self.stop.is_set():
-            if sock.poll(100):
+        while True:
+            stopping = self.stop.is_set()
+            if sock.poll(500 if stopping else 100):
                 while True:
                     try:
                         frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -164,6 +165,8 @@ class Collector(threading.Thread):
                         break
                     with self.lock:
                         self.messages.append((frames[0].decode(), json.loads(frames[-1])))
+            elif stopping:
+                break   # told to stop and 0.5 s quiet: what the monitor sent as it exited is in
         sock.close(0)
 
     def of(self, prefix: str) -> list[dict]:

@@ -184,8 +184,12 @@ loop = true
     plain = Process([*SUBSCRIBE, ep, "--json"], tmp_path, "plain")
     mon = monitor(tmp_path, "--config", str(config), *COMMON)
     try:
-        wait(lambda: {"start", "end"} <= {m["event"] for m in alerts_from(allowed, "secure")},
-             "an alert start and end at the authorized subscriber", mon, allowed, stranger, plain)
+        # ... and the two others told, whenever their handshakes came, that they were refused.
+        wait(lambda: {"start", "end"} <= {m["event"] for m in alerts_from(allowed, "secure")}
+             and "refused this client's CURVE key" in stranger.stderr() and "uses CURVE" in plain.stderr()
+             and "refused a subscriber with an unknown CURVE key" in mon.stderr(),
+             "an alert start and end at the authorized subscriber, and the others refused", mon, allowed, stranger,
+             plain)
         assert mon.terminate() == 0, mon.stderr()
         for sub in (allowed, stranger, plain):
             assert sub.terminate() == 0, (sub.proc.args, sub.stderr())
