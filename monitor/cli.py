@@ -22,6 +22,7 @@ COMMANDS = {
     "keys": "keys",
     "calibrate": "calibrate",
     "bench": "bench",
+    "health": "health",
 }
 DEFAULT = "run"
 

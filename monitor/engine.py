@@ -337,6 +337,9 @@ class Engine:
         self._finished = threading.Event()
         self._run_options = ort.RunOptions()
         self._threads: list[threading.Thread] = []
+        # When each scoring worker last went round its loop (a batch done, or 0.25 s idle): a
+        # worker that stops going round is hung, and the watchdog pings stop (scoring_alive).
+        self._beats: dict[str, float] = {}
         self.error: BaseException | None = None
         self.batches = 0
         self.snippets_scored = 0
@@ -554,6 +557,19 @@ class Engine:
         if self.clip_writer is not None and not self.clip_writer.close():
             log.warning("clips: the writer did not finish in time; the last clip may be cut short")
 
+    def loop_age_s(self) -> float | None:
+        """Seconds since the slowest scoring worker last went round its loop (None before any
+        has): a batch's time at most while the engine works, far more when it is hung."""
+        beats = list(self._beats.values())
+        return None if not beats else time.monotonic() - min(beats)
+
+    def scoring_alive(self, within_s: float) -> bool:
+        """Every scoring worker has gone round its loop within `within_s`, and none has died."""
+        age = self.loop_age_s()
+        workers = [t for t in self._threads if t.name in self._beats]
+        return (age is not None and age <= within_s and len(workers) == self.workers
+                and all(t.is_alive() for t in workers))
+
     def wait(self, timeout: float | None = None) -> bool:
         """True once every source has ended (files not looped) and everything is scored."""
         return self._finished.wait(timeout)
@@ -568,8 +584,10 @@ class Engine:
 
     # ------------------------------------------------------------------ scoring thread
     def _score_loop(self) -> None:
+        me = threading.current_thread().name
         try:
             while not self._stop.is_set():
+                self._beats[me] = time.monotonic()
                 number, batch = self._next_batch()
                 if any(c.fitting is not None and c.fitting.done() for c in self.cameras):
                     with self._reporting:   # the report stage owns the policies
@@ -819,6 +837,7 @@ class Engine:
                 "reason": redact(reason) if state != STREAMING else "", "faulty_snippets": cam.faulty_snippets,
                 "repeated_frames": cam.source.repeated_frames, "refused_frames": cam.source.refused_frames,
             })
+        loop_age = self.loop_age_s()
         return {
             "uptime_s": round(now - self.started, 1),
             "model": {**self.model_info, "providers": self.bundle.providers, "window": self.window,
@@ -829,7 +848,8 @@ class Engine:
                        "mean_batch": round(float(np.mean(sizes)), 2) if sizes else None,
                        "max_batch": max(sizes) if sizes else None, "batch_limit": self.max_batch,
                        "workers": self.workers, "threads": self.bundle.threads,
-                       "alert_jobs": self.alert_worker.queued, "extensions_not_located": self.alert_worker.skipped},
+                       "alert_jobs": self.alert_worker.queued, "extensions_not_located": self.alert_worker.skipped,
+                       "loop_age_s": None if loop_age is None else round(loop_age, 2)},
         }
 
     def faults(self) -> list[dict]:

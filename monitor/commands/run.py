@@ -18,6 +18,8 @@ from pathlib import Path
 from monitor.commands.publish_args import add_curve_arguments, apply_publish_flags
 from monitor.config import LOG_LEVELS, TRANSPORTS
 from monitor.errors import refuse
+from monitor.messages.health import judge
+from monitor.messages.service_notify import ServiceNotifier
 
 HELP = "score cameras, streams or files live; publish scores and alerts on ZeroMQ (the default command)"
 log = logging.getLogger("monitor")
@@ -243,6 +245,46 @@ def _summary(engine, config) -> str:
     return "summary: " + "; ".join(parts)
 
 
+class ServiceWatch:
+    """What the service manager hears (monitor/messages/service_notify.py): ready once started,
+    the health line of each status message, and watchdog pings while scoring goes round."""
+
+    def __init__(self, notifier, engine, publisher):
+        self.notifier, self.engine = notifier, engine
+        self._next_ping = 0.0
+        self._status: dict | None = None
+        if notifier.active:
+            publisher.add_listener(self._heard)
+
+    def _heard(self, topic: str, message: dict) -> None:
+        if topic == "status":
+            self._status = message
+
+    def started(self) -> None:
+        if self.notifier.active:
+            log.info("service manager: notifying %s%s", self.notifier.address,
+                     f", watchdog every {self.notifier.watchdog_s:g} s" if self.notifier.watchdog_s else "")
+        self.notifier.ready(f"scoring {len(self.engine.cameras)} camera(s)")
+
+    def tick(self) -> None:
+        """From the main loop, every 0.1 s."""
+        status, self._status = self._status, None
+        if status is not None:
+            self.notifier.status(judge(status).line())
+        period = self.notifier.watchdog_s
+        now = time.monotonic()
+        if period and now >= self._next_ping:
+            # Ping twice within the period, and only while every scoring worker goes round
+            # within it: a hung engine (or a dead worker) lets the period run out.
+            if self.engine.scoring_alive(period):
+                self.notifier.watchdog()
+            self._next_ping = now + period / 2
+
+    def stopping(self) -> None:
+        self.notifier.stopping()
+        self.notifier.close()
+
+
 def run(args: argparse.Namespace) -> int:
     from monitor.model.bundle import Bundle
     from monitor import config as cfgmod
@@ -340,10 +382,13 @@ def run(args: argparse.Namespace) -> int:
              engine.lookahead, publisher.endpoint,
              "connect" if config.publish.connect else "bind", config.log.events, sequence.first)
     engine.start()
+    service = ServiceWatch(ServiceNotifier.from_environment(), engine, publisher)
+    service.started()
     deadline = None if args.duration is None else time.monotonic() + args.duration
     code = 0
     try:
         while not stop.wait(0.1):
+            service.tick()
             if engine.wait(0):
                 if engine.error is not None:
                     code = 1
@@ -354,6 +399,7 @@ def run(args: argparse.Namespace) -> int:
                 break
     finally:
         # Within 2 s of a signal: stop reading and scoring, end open alerts, flush the log.
+        service.stopping()
         engine.stop()
         clean = engine.join(1.0)
         engine.close_alerts()

@@ -1,0 +1,79 @@
+"""run_monitor.py health: ask a running monitor (or a broker) how it is, from its next `status`
+message, and exit on the answer: 0 healthy, 1 unhealthy or silent, 2 bad flags. For cron, a
+load balancer's or an orchestrator's probe, a monitoring system's check, or a person at night.
+
+It judges (monitor/messages/health.py): cameras down, faults of the monitor itself, scoring
+that has stopped going round. One line says what is wrong; --json prints it as an object."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from monitor.config import DEFAULT_ENDPOINT
+from monitor.errors import refuse
+from monitor.messages.health import DEFAULT_MAX_LOOP_S, judge
+
+HELP = "check a running monitor from its status messages: exit 0 healthy, 1 unhealthy or no status"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("endpoint", nargs="?", default=DEFAULT_ENDPOINT,
+                   help=f"the monitor's PUB endpoint or a broker's backend (default {DEFAULT_ENDPOINT})")
+    p.add_argument("--monitor", metavar="ID", help="through a broker: judge this monitor's status (default the first heard)")
+    p.add_argument("--wait", type=float, default=10.0, metavar="S",
+                   help="give up, unhealthy, after S seconds without a status (default 10; a monitor sends one "
+                        "every status_interval, 2 s by default)")
+    p.add_argument("--max-loop-s", type=float, default=DEFAULT_MAX_LOOP_S, metavar="S",
+                   help=f"unhealthy when scoring has not gone round for S seconds (default {DEFAULT_MAX_LOOP_S:g}: "
+                        "above one batch of the full-size backbone on a CPU)")
+    p.add_argument("--json", action="store_true", help="print the judgement as one JSON object")
+    from monitor.messages.keys import add_client_flags
+    add_client_flags(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    import zmq
+
+    from monitor.messages.endpoints import EndpointError, parse
+    from monitor.messages.feed import Feed
+    from monitor.messages.keys import CurveError, client_from_flags
+
+    try:
+        if args.wait <= 0:
+            raise ValueError(f"--wait {args.wait:g}: must be more than 0 seconds")
+        if args.max_loop_s <= 0:
+            raise ValueError(f"--max-loop-s {args.max_loop_s:g}: must be more than 0 seconds")
+        parse(args.endpoint, "endpoint", bind=False)
+        curve = client_from_flags(args)
+    except (EndpointError, CurveError, ValueError) as exc:
+        return refuse(exc, args.debug)
+    problems: list[str] = []   # handshakes refused: the likeliest reason for silence
+    feed = Feed([args.endpoint], ["status"], curve=curve, on_problem=problems.append)
+    status = None
+    deadline = time.monotonic() + args.wait
+    try:
+        while status is None and time.monotonic() < deadline:
+            if not feed.poll(100):
+                continue
+            try:
+                topic, body = feed.recv_multipart(zmq.NOBLOCK)
+                message = json.loads(body)
+            except (zmq.Again, ValueError):
+                continue
+            if topic == b"status" and (args.monitor is None or message.get("monitor") == args.monitor):
+                status = message
+    finally:
+        feed.close()
+    if status is None:
+        who = f"monitor {args.monitor}" if args.monitor else "any monitor"
+        why = f" ({problems[-1]})" if problems else ""
+        line = f"UNHEALTHY: no status from {who} at {args.endpoint} within {args.wait:g} s{why}"
+        print(json.dumps({"monitor": args.monitor, "healthy": False, "summary": "", "problems": [line]})
+              if args.json else line)
+        return 1
+    health = judge(status, args.max_loop_s)
+    print(json.dumps(health.as_dict()) if args.json else health.line())
+    sys.stdout.flush()
+    return 0 if health.healthy else 1
