@@ -23,6 +23,7 @@ COMMANDS = {
     "calibrate": "calibrate",
     "bench": "bench",
     "health": "health",
+    "metrics": "metrics",
 }
 DEFAULT = "run"
 

@@ -6,7 +6,10 @@
 - The watchdog pings follow the scoring, not a clock: while a real engine's scoring workers
   cannot go round (its condition held by the test) no ping goes out, and they come back after.
 - `health` against real monitors: healthy, exit 0; a camera whose stream is not there,
-  exit 1 naming it; nobody publishing, exit 1 saying so; bad flags, exit 2 in one line."""
+  exit 1 naming it; nobody publishing, exit 1 saying so; bad flags, exit 2 in one line.
+- `metrics` against a real monitor, scraped over real HTTP and parsed by prometheus_client's
+  own parser: the camera streaming, counters that grow, and the monitor marked down (ssrl_up 0)
+  once it has been stopped and gone silent; a bad or taken --listen address, exit 2."""
 from __future__ import annotations
 
 import json
@@ -74,12 +77,10 @@ class NotifySocket:
 def test_a_monitor_under_a_service_manager_says_ready_health_pings_and_stopping(tmp_path, monkeypatch, abstract):
     address = f"@ssrl-notify-{uuid.uuid4().hex}" if abstract else str(tmp_path / "notify")
     manager = NotifySocket(address)
-    video = write_video(tmp_path / "door.avi", [(64, 40)])
     monkeypatch.setenv("NOTIFY_SOCKET", address)
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    proc = monitor(tmp_path, "--source", f"door={video}", "--loop", "--model", str(cached_bundle()),
-                   "--monitor-id", "lobby", *COMMON)
+    proc = looped_monitor(tmp_path, "lobby", endpoint())
     try:
         manager.wait_for(lambda ts: any(t.startswith("READY=1") for t in ts), "READY=1", process=proc)
         manager.wait_for(lambda ts: any("healthy: monitor lobby" in t and "1/1 cameras streaming" in t for t in ts),
@@ -159,6 +160,13 @@ def test_without_a_service_manager_nothing_is_sent_and_a_missing_socket_is_survi
     assert ServiceNotifier.from_environment({"WATCHDOG_USEC": "2500000"}).watchdog_s == 2.5
 
 
+def looped_monitor(tmp_path, monitor_id: str, ep: str, *sources: str):
+    """run_monitor.py on `sources` (a door: a looped file, first), publishing on `ep`."""
+    video = write_video(tmp_path / "door.avi", [(64, 40)])
+    return monitor(tmp_path, "--source", f"door={video}", *sources, "--loop", "--model", str(cached_bundle()),
+                   "--monitor-id", monitor_id, "--publish", ep, *COMMON, name=monitor_id)
+
+
 def health(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "run_monitor.py"), "health", *args], capture_output=True,
                           text=True, timeout=timeout)
@@ -166,14 +174,10 @@ def health(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_health_of_real_monitors(tmp_path):
-    video = write_video(tmp_path / "door.avi", [(64, 40)])
     good_ep, bad_ep = endpoint(), endpoint()
-    good = monitor(tmp_path, "--source", f"door={video}", "--loop", "--model", str(cached_bundle()),
-                   "--monitor-id", "good", "--publish", good_ep, *COMMON, name="good")
+    good = looped_monitor(tmp_path, "good", good_ep)
     # A second camera whose RTSP server is not there: retried, reported reconnecting.
-    bad = monitor(tmp_path, "--source", f"door={video}", "--source", f"gate=rtsp://127.0.0.1:{free_port()}/cam",
-                  "--loop", "--model", str(cached_bundle()), "--monitor-id", "bad", "--publish", bad_ep, *COMMON,
-                  name="bad")
+    bad = looped_monitor(tmp_path, "bad", bad_ep, "--source", f"gate=rtsp://127.0.0.1:{free_port()}/cam")
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -226,3 +230,73 @@ def test_a_status_is_judged_by_its_cameras_faults_and_scoring():
                                             "fault event_log: events.db: database or disk is full",
                                             "scoring has not gone round for 400 s (more than 300 s: hung?)"]
     assert h.line().startswith("UNHEALTHY: monitor lobby, up 3600 s, 1/3 cameras streaming, 1 ended")
+
+
+# ----------------------------------------------------------------------------- Prometheus metrics
+
+def scrape(port: int) -> dict[tuple, float]:
+    """GET /metrics, parsed by prometheus_client's own parser -> {(sample name, labels...): value}."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {(s.name, *sorted(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@pytest.mark.slow
+def test_metrics_serve_a_monitors_status_and_mark_it_down_when_it_goes_silent(tmp_path):
+    from tests.live_helpers import Process
+    ep, port = endpoint(), free_port()
+    mon = looped_monitor(tmp_path, "lobby", ep)
+    metrics = Process([str(ROOT / "run_monitor.py"), "metrics", ep, "--listen", f"127.0.0.1:{port}",
+                       "--stale-s", "2"], tmp_path, "metrics")
+    door = (("camera", "door"), ("monitor", "lobby"))
+    lobby = (("monitor", "lobby"),)
+
+    def until(predicate, what: str, timeout: float = 90):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                samples = scrape(port)
+            except OSError:          # not serving yet
+                samples = {}
+            if predicate(samples):
+                return samples
+            assert metrics.proc.poll() is None, metrics.stderr()
+            time.sleep(0.3)
+        raise AssertionError(f"no {what} within {timeout} s: {metrics.stderr()[-2000:]}")
+
+    try:
+        first = until(lambda s: s.get(("ssrl_camera_streaming", *door)) == 1 and
+                      s.get(("ssrl_engine_snippets_total", *lobby), 0) > 0, "the door streaming and scored")
+        assert first[("ssrl_up", *lobby)] == 1 and first[("ssrl_healthy", *lobby)] == 1
+        assert first[("ssrl_camera_state", ("camera", "door"), ("monitor", "lobby"), ("state", "streaming"))] == 1
+        assert first[("ssrl_camera_state", ("camera", "door"), ("monitor", "lobby"), ("state", "stalled"))] == 0
+        assert 0 <= first[("ssrl_camera_score", *door)] <= 1
+        later = until(lambda s: s.get(("ssrl_engine_snippets_total", *lobby), 0)
+                      > first[("ssrl_engine_snippets_total", *lobby)] and s.get(("ssrl_camera_input_fps", *door), 0) > 0,
+                      "more snippets scored, at a frame rate")
+        assert later[("ssrl_uptime_seconds", *lobby)] > first[("ssrl_uptime_seconds", *lobby)]
+        assert mon.terminate() == 0, mon.stderr()
+        gone = until(lambda s: s.get(("ssrl_up", *lobby)) == 0, "the silent monitor marked down")
+        assert gone[("ssrl_healthy", *lobby)] == 0 and gone[("ssrl_status_age_seconds", *lobby)] > 2
+        assert metrics.terminate() == 0, metrics.stderr()
+    finally:
+        mon.kill()
+        metrics.kill()
+    assert f"Prometheus metrics on http://127.0.0.1:{port}/metrics" in metrics.stderr()
+
+
+def test_metrics_refuse_a_bad_listen_address_or_a_taken_port_in_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        for listen, words in (("nope", "give HOST:PORT"), ("127.0.0.1:99999", "give HOST:PORT"),
+                              (f"127.0.0.1:{busy}", "cannot serve there")):
+            r = subprocess.run([sys.executable, str(ROOT / "run_monitor.py"), "metrics", "--listen", listen],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (listen, r.stderr)
+            assert f"--listen {listen}" in r.stderr.replace("'", "") and words in r.stderr, r.stderr

@@ -34,8 +34,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import zmq
-
     from monitor.messages.endpoints import EndpointError, parse
     from monitor.messages.feed import Feed
     from monitor.messages.keys import CurveError, client_from_flags
@@ -55,15 +53,9 @@ def run(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.wait
     try:
         while status is None and time.monotonic() < deadline:
-            if not feed.poll(100):
-                continue
-            try:
-                topic, body = feed.recv_multipart(zmq.NOBLOCK)
-                message = json.loads(body)
-            except (zmq.Again, ValueError):
-                continue
-            if topic == b"status" and (args.monitor is None or message.get("monitor") == args.monitor):
-                status = message
+            heard = feed.next_json(100)
+            if heard and heard[0] == "status" and args.monitor in (None, heard[1].get("monitor")):
+                status = heard[1]
     finally:
         feed.close()
     if status is None:

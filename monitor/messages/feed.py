@@ -16,6 +16,7 @@ peer that speaks another mechanism.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 
@@ -126,6 +127,18 @@ class Feed:
                 self._held.append(self.socket.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 return
+
+    def next_json(self, timeout_ms: int) -> tuple[str, dict] | None:
+        """(topic, message) of the next message of the contract (a topic and a JSON object)
+        within `timeout_ms`; None when none came or what came was not one."""
+        if not self.poll(timeout_ms):
+            return None
+        try:
+            topic, body = self.recv_multipart(zmq.NOBLOCK)
+            message = json.loads(body)
+        except (zmq.Again, ValueError):   # ValueError: not two frames, or not JSON
+            return None
+        return (topic.decode("utf-8", "replace"), message) if isinstance(message, dict) else None
 
     def close(self) -> None:
         try:
