@@ -232,6 +232,19 @@ def test_a_status_is_judged_by_its_cameras_faults_and_scoring():
     assert h.line().startswith("UNHEALTHY: monitor lobby, up 3600 s, 1/3 cameras streaming, 1 ended")
 
 
+def test_a_camera_that_dropped_snippets_since_the_status_before_is_falling_behind():
+    def status(uptime, dropped):
+        return {"monitor": "lobby", "uptime_s": uptime, "faults": [], "engine": {"loop_age_s": 0.1},
+                "cameras": [{"camera": "door", "state": "streaming", "dropped_snippets": dropped},
+                            {"camera": "yard", "state": "streaming", "dropped_snippets": 7}]}
+    assert judge(status(100.0, 3)).healthy                        # alone, a count since start says nothing
+    assert judge(status(102.0, 3), before=status(100.0, 3)).healthy   # dropped long ago, none since
+    h = judge(status(102.0, 5), before=status(100.0, 3))
+    assert not h.healthy and h.problems == [
+        "camera door falling behind (2 snippets dropped in 2.0 s: the machine does not keep up)"]
+    assert judge(status(1.0, 0), before=status(100.0, 3)).healthy  # restarted in between: nothing to compare
+
+
 # ----------------------------------------------------------------------------- Prometheus metrics
 
 def scrape(port: int) -> dict[tuple, float]:

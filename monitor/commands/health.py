@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--monitor", metavar="ID", help="through a broker: judge this monitor's status (default the first heard)")
     p.add_argument("--wait", type=float, default=10.0, metavar="S",
                    help="give up, unhealthy, after S seconds without a status (default 10; a monitor sends one "
-                        "every status_interval, 2 s by default)")
+                        "every status_interval, 2 s by default). A second status within S is waited for, "
+                        "to judge snippets dropped between the two")
     p.add_argument("--max-loop-s", type=float, default=DEFAULT_MAX_LOOP_S, metavar="S",
                    help=f"unhealthy when scoring has not gone round for S seconds (default {DEFAULT_MAX_LOOP_S:g}: "
                         "above one batch of the full-size backbone on a CPU)")
@@ -49,23 +50,27 @@ def run(args: argparse.Namespace) -> int:
         return refuse(exc, args.debug)
     problems: list[str] = []   # handshakes refused: the likeliest reason for silence
     feed = Feed([args.endpoint], ["status"], curve=curve, on_problem=problems.append)
-    status = None
+    # Two statuses of one monitor when they come within --wait: drops between them are judged.
+    statuses: list[dict] = []
     deadline = time.monotonic() + args.wait
     try:
-        while status is None and time.monotonic() < deadline:
+        while len(statuses) < 2 and time.monotonic() < deadline:
             heard = feed.next_json(100)
-            if heard and heard[0] == "status" and args.monitor in (None, heard[1].get("monitor")):
-                status = heard[1]
+            if not heard or heard[0] != "status":
+                continue
+            wanted = args.monitor or (statuses[0].get("monitor") if statuses else None)   # one monitor's two
+            if wanted is None or heard[1].get("monitor") == wanted:
+                statuses.append(heard[1])
     finally:
         feed.close()
-    if status is None:
+    if not statuses:
         who = f"monitor {args.monitor}" if args.monitor else "any monitor"
         why = f" ({problems[-1]})" if problems else ""
         line = f"UNHEALTHY: no status from {who} at {args.endpoint} within {args.wait:g} s{why}"
         print(json.dumps({"monitor": args.monitor, "healthy": False, "summary": "", "problems": [line]})
               if args.json else line)
         return 1
-    health = judge(status, args.max_loop_s)
+    health = judge(statuses[-1], args.max_loop_s, before=statuses[0] if len(statuses) == 2 else None)
     print(json.dumps(health.as_dict()) if args.json else health.line())
     sys.stdout.flush()
     return 0 if health.healthy else 1

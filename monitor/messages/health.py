@@ -2,9 +2,10 @@
 `health` command prints and exits on, and the line a service manager shows (systemctl status).
 
 Unhealthy: a camera that is down (reconnecting, stalled or faulty: its reason is given), a fault
-of the monitor itself (an event store it cannot write), or scoring that has not gone round for
-longer than a batch could take (a hung engine). Cameras starting or ended (a file that finished)
-are not problems; they are counted."""
+of the monitor itself (an event store it cannot write), scoring that has not gone round for
+longer than a batch could take (a hung engine), or, given the monitor's status before, a camera
+that dropped snippets between the two (the machine does not keep up with it now). Cameras
+starting or ended (a file that finished) are not problems; they are counted."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,13 +30,21 @@ class Health:
         return {"monitor": self.monitor, "healthy": self.healthy, "summary": self.summary, "problems": self.problems}
 
 
-def judge(status: dict, max_loop_s: float = DEFAULT_MAX_LOOP_S) -> Health:
+def judge(status: dict, max_loop_s: float = DEFAULT_MAX_LOOP_S, before: dict | None = None) -> Health:
+    """`before`: the same monitor's previous status, to judge what changed since (drops)."""
     cameras = status.get("cameras") or []
+    earlier = {c.get("camera"): c for c in (before or {}).get("cameras") or []}
+    span = (status.get("uptime_s") or 0) - ((before or {}).get("uptime_s") or 0)
     problems = []
     for cam in cameras:
         if cam.get("state") in DOWN_STATES:
             reason = cam.get("reason") or "no reason given"
             problems.append(f"camera {cam.get('camera')} {cam.get('state')} ({reason})")
+        was = earlier.get(cam.get("camera"))
+        dropped = (cam.get("dropped_snippets") or 0) - ((was or {}).get("dropped_snippets") or 0)
+        if was is not None and span > 0 and dropped > 0:   # (a restart, uptime going back, is no span)
+            problems.append(f"camera {cam.get('camera')} falling behind ({dropped} snippets dropped in "
+                            f"{span:.1f} s: the machine does not keep up)")
     for fault in status.get("faults") or []:
         problems.append(f"fault {fault.get('kind')}: {fault.get('message')}")
     age = (status.get("engine") or {}).get("loop_age_s")
