@@ -12,8 +12,8 @@ import sys
 import time
 
 from monitor.config import DEFAULT_ENDPOINT
-from monitor.errors import refuse
-from monitor.messages.health import DEFAULT_MAX_LOOP_S, judge
+from monitor.errors import ArgumentError
+from monitor.messages.health import DEFAULT_MAX_LOOP_S, Health, judge
 
 HELP = "check a running monitor from its status messages: exit 0 healthy, 1 unhealthy or no status"
 
@@ -35,19 +35,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.messages.endpoints import EndpointError, parse
+    from monitor.messages.endpoints import parse
     from monitor.messages.feed import Feed
-    from monitor.messages.keys import CurveError, client_from_flags
+    from monitor.messages.keys import client_from_flags
 
-    try:
-        if args.wait <= 0:
-            raise ValueError(f"--wait {args.wait:g}: must be more than 0 seconds")
-        if args.max_loop_s <= 0:
-            raise ValueError(f"--max-loop-s {args.max_loop_s:g}: must be more than 0 seconds")
-        parse(args.endpoint, "endpoint", bind=False)
-        curve = client_from_flags(args)
-    except (EndpointError, CurveError, ValueError) as exc:
-        return refuse(exc, args.debug)
+    # Bad flags, endpoints and keys (ValueErrors) escape to guarded: one line, exit code 2.
+    for flag, value in (("--wait", args.wait), ("--max-loop-s", args.max_loop_s)):
+        if value <= 0:
+            raise ArgumentError(f"{flag} {value:g}: must be more than 0 seconds")
+    parse(args.endpoint, "endpoint", bind=False)
+    curve = client_from_flags(args)
     problems: list[str] = []   # handshakes refused: the likeliest reason for silence
     feed = Feed([args.endpoint], ["status"], curve=curve, on_problem=problems.append)
     # Two statuses of one monitor when they come within --wait: drops between them are judged.
@@ -67,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         who = f"monitor {args.monitor}" if args.monitor else "any monitor"
         why = f" ({problems[-1]})" if problems else ""
         line = f"UNHEALTHY: no status from {who} at {args.endpoint} within {args.wait:g} s{why}"
-        print(json.dumps({"monitor": args.monitor, "healthy": False, "summary": "", "problems": [line]})
-              if args.json else line)
+        print(json.dumps(Health(args.monitor, False, "", [line]).as_dict()) if args.json else line)
         return 1
     health = judge(statuses[-1], args.max_loop_s, before=statuses[0] if len(statuses) == 2 else None)
     print(json.dumps(health.as_dict()) if args.json else health.line())

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from monitor.config import DEFAULT_ENDPOINT
-from monitor.errors import refuse
+from monitor.errors import ArgumentError
 from monitor.messages.health import DEFAULT_MAX_LOOP_S
 
 HELP = "serve monitors' status messages as Prometheus metrics on HTTP (/metrics)"
@@ -31,35 +31,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def listen_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--listen {text!r}: give HOST:PORT, a port in 1..65535 (such as {DEFAULT_LISTEN})")
+        raise ArgumentError(f"--listen {text!r}: give HOST:PORT, a port in 1..65535 (such as {DEFAULT_LISTEN})")
     return host.strip("[]"), int(port)
 
 
 def run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from monitor.messages.endpoints import EndpointError, parse
+    from monitor.messages.endpoints import parse
     from monitor.messages.feed import Feed
-    from monitor.messages.keys import CurveError, client_from_flags
+    from monitor.messages.keys import client_from_flags
     from monitor.messages.metrics import StatusCollector
 
-    try:
-        host, port = listen_address(args.listen)
-        for flag, value in (("--stale-s", args.stale_s), ("--max-loop-s", args.max_loop_s)):
-            if value <= 0:
-                raise ValueError(f"{flag} {value:g}: must be more than 0 seconds")
-        for endpoint in args.endpoints:
-            parse(endpoint, "endpoint", bind=False)
-        curve = client_from_flags(args)
-    except (EndpointError, CurveError, ValueError) as exc:
-        return refuse(exc, args.debug)
+    # Bad flags, endpoints and keys (ValueErrors) escape to guarded: one line, exit code 2.
+    host, port = listen_address(args.listen)
+    for flag, value in (("--stale-s", args.stale_s), ("--max-loop-s", args.max_loop_s)):
+        if value <= 0:
+            raise ArgumentError(f"{flag} {value:g}: must be more than 0 seconds")
+    for endpoint in args.endpoints:
+        parse(endpoint, "endpoint", bind=False)
+    curve = client_from_flags(args)
     collector = StatusCollector(args.stale_s, args.max_loop_s)
     registry = CollectorRegistry()
     registry.register(collector)
     try:
         server, _thread = start_http_server(port, host, registry=registry)
     except OSError as exc:
-        return refuse(ValueError(f"--listen {args.listen}: cannot serve there ({exc.strerror or exc})"), args.debug)
+        raise ArgumentError(f"--listen {args.listen}: cannot serve there ({exc.strerror or exc})") from exc
     print(f"serving the status of {', '.join(args.endpoints)} as Prometheus metrics on "
           f"http://{args.listen}/metrics", file=sys.stderr, flush=True)
     feed = Feed(args.endpoints, ["status"], curve=curve,

@@ -16,7 +16,7 @@ DEFAULT_MAX_LOOP_S = 300.0   # above the longest batch a CPU takes with the full
 
 @dataclass
 class Health:
-    monitor: str
+    monitor: str | None                # None: no status heard, from no monitor named
     healthy: bool
     summary: str                       # one line: cameras, alerts, faults
     problems: list[str] = field(default_factory=list)

@@ -20,6 +20,8 @@ log = logging.getLogger("monitor.messages.service")
 class ServiceNotifier:
     def __init__(self, address: str | None, watchdog_s: float | None = None):
         self.address = address
+        # A leading '@' names a socket in the abstract namespace (a NUL byte on the wire).
+        self._target = "\0" + address[1:] if address and address.startswith("@") else address
         self.watchdog_s = watchdog_s   # systemd's WatchdogSec: ping at least twice within it
         self._socket: socket.socket | None = None
         self._failed = False
@@ -55,12 +57,10 @@ class ServiceNotifier:
     def _send(self, text: str) -> None:
         if self.address is None:
             return
-        # A leading '@' names a socket in the abstract namespace (a NUL byte on the wire).
-        target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         try:
             if self._socket is None:
                 self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._socket.sendto(text.encode(), target)
+            self._socket.sendto(text.encode(), self._target)
         except OSError as exc:
             if not self._failed:
                 self._failed = True
